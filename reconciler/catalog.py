@@ -222,6 +222,8 @@ class Field:
     name: str
     kind: Kind = Kind.STRING
     required: bool = False
+    # From these versions on a required setting may be left out.
+    optional_since: Since | None = None
     secret: bool = False
     choices: tuple[str, ...] = ()
     task_types: frozenset[str] = frozenset()
@@ -243,6 +245,9 @@ class Field:
 
     def applies(self, task_type: str, version: Version) -> bool:
         return (not self.task_types or task_type in self.task_types) and self.since.covers(version)
+
+    def is_required(self, version: Version) -> bool:
+        return self.required and not (self.optional_since is not None and self.optional_since.covers(version))
 
 
 @dataclass(frozen=True, slots=True)
@@ -597,20 +602,22 @@ def check_endpoint(service: Service, task_type: str, body: Mapping[str, Json], v
     task_left = dict(raw_task)
     stored_settings: dict[str, Json] = {}
     secrets: dict[str, Json] = {}
+    # With `deployment_id`, an in-cluster endpoint takes its other settings from that deployment.
+    from_deployment = service.deploys_model and raw_settings.get("deployment_id") is not None
     for spec in service.settings(task_type, version):
-        stage = Stage.SECRETS if spec.secret else Stage.SERVICE_SETTINGS
-        scope = "secret_settings" if spec.secret else "service_settings"
+        required = spec.is_required(version) and not from_deployment
         if spec.special is Special.DIMENSIONS_SET_BY_USER:
             stored_settings[spec.name] = raw_settings.get("dimensions") is not None
             continue
-        value = _take(spec, settings_left, scope, stage, "service_settings", service, task_type, problems)
+        value = _take(spec, settings_left, "service_settings", service, task_type, problems, required)
         if value is None:
             continue
         if spec.secret:
             secrets[spec.name] = value
         elif spec.echo:
             stored_settings[spec.echo_as or spec.name] = value
-    _check_one_of(service, raw_settings, task_type, version, problems)
+    if not from_deployment:
+        _check_one_of(service, raw_settings, task_type, version, problems)
     _check_rules(service, stored_settings, problems)
 
     stored_task = _take_task_settings(service, task_type, task_left, version, problems)
@@ -651,9 +658,7 @@ def _take_task_settings(
 ) -> dict[str, Json]:
     stored: dict[str, Json] = {}
     for spec in service.task_fields(task_type, version):
-        value = _take(
-            spec, left, "task_settings", Stage.TASK_SETTINGS, "task_settings", service, task_type, problems
-        )
+        value = _take(spec, left, "task_settings", service, task_type, problems, spec.is_required(version))
         if value is not None and spec.echo:
             stored[spec.echo_as or spec.name] = value
     return stored
@@ -662,15 +667,20 @@ def _take_task_settings(
 def _take(
     spec: Field,
     settings: dict[str, Json],
-    scope: str,
-    stage: Stage,
     section: str,
     service: Service,
     task_type: str,
     problems: list[Problem],
+    required: bool,
 ) -> Json:
     """Remove one setting from `settings`, check it, and return the value the server stores."""
     path = f"{section}.{spec.name}"
+    if section == "task_settings":
+        scope, stage = "task_settings", Stage.TASK_SETTINGS
+    elif spec.secret:
+        scope, stage = "secret_settings", Stage.SECRETS
+    else:
+        scope, stage = "service_settings", Stage.SERVICE_SETTINGS
     if not spec.accepted:
         return spec.default
     if spec.special is Special.RATE_LIMIT:
@@ -679,7 +689,7 @@ def _take(
         return _take_adaptive(settings, path, problems)
     value = settings.pop(spec.name, None)
     if value is None:
-        if spec.required:
+        if required:
             if spec.missing_reason is not None:
                 es_type, reason = spec.missing_reason
                 problems.append(Problem(stage, path, reason, es_type))
@@ -1153,8 +1163,8 @@ _SERVICES: tuple[Service, ...] = (
             Field("request", required=True),
             Field("response", Kind.MAP, required=True),
             _secret("secret_parameters", required=False, kind=Kind.MAP),
-            Field("input_type", Kind.MAP, since=SINCE_9_2),
-            Field("batch_size", Kind.INTEGER, positive=True, since=SINCE_9_2),
+            Field("input_type", Kind.MAP),
+            Field("batch_size", Kind.INTEGER, positive=True),
             _rate_limit(),
             *_embedding_fields(positive=False),
         ),
@@ -1240,7 +1250,8 @@ _SERVICES: tuple[Service, ...] = (
         },
         service_settings=(
             _secret("service_account_json"),
-            Field("location", required=True, task_types=EMBED),
+            # Optional in newer versions: without it the global endpoint is used.
+            Field("location", required=True, optional_since=SINCE_9_2, task_types=EMBED),
             Field("location", task_types=COMPLETIONS),
             Field("project_id", required=True, task_types=EMBED | RERANK),
             Field("project_id", task_types=COMPLETIONS),
@@ -1449,6 +1460,7 @@ _SERVICES: tuple[Service, ...] = (
                 "dimensions_set_by_user",
                 Kind.BOOLEAN,
                 special=Special.DIMENSIONS_SET_BY_USER,
+                accepted=False,
                 task_types=EMBED,
             ),
             _rate_limit(),

@@ -82,6 +82,12 @@ def emulator(
     eis: Annotated[
         bool, typer.Option(help="Also list the preconfigured EIS (`elastic` service) endpoints.")
     ] = False,
+    trained_model: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="A model uploaded with eland, as MODEL_ID[:TASK_TYPE] (default text_embedding; repeatable)."
+        ),
+    ] = None,
 ) -> None:
     """Serve an emulated Elasticsearch cluster (the inference, trained-model, ingest and document APIs)."""
     from reconciler.emulator import EmulatorConfig, serve
@@ -101,6 +107,10 @@ def emulator(
         api_key=api_key,
         data_dir=data_dir,
         eis=eis,
+        trained_models=tuple(
+            (model, task or "text_embedding")
+            for model, _, task in (spec.partition(":") for spec in trained_model or ())
+        ),
     )
     try:
         config.parsed_version()

@@ -118,13 +118,15 @@ def start_emulator(*args: str, env: dict[str, str] | None = None) -> Served:
     return Served(match[1], process)
 
 
-def stop_emulator(served: Served) -> None:
+def stop_emulator(served: Served) -> str:
+    """Stop the emulator; returns what it wrote to stderr."""
     served.process.terminate()
     try:
-        served.process.wait(timeout=10)
+        _, err = served.process.communicate(timeout=10)
     except subprocess.TimeoutExpired:
         served.process.kill()
-        served.process.wait()
+        _, err = served.process.communicate()
+    return err
 
 
 @pytest.fixture

@@ -46,6 +46,8 @@ class EmulatorConfig:
     data_dir: Path | None = None
     eis: bool = False
     linux_x86: bool = True
+    # Models uploaded with eland, as {model_id: task_type} (text_embedding, sparse_embedding, rerank).
+    trained_models: tuple[tuple[str, str], ...] = ()
 
     def parsed_version(self) -> Version:
         version = Version.parse(self.version)
@@ -132,7 +134,8 @@ class Cluster:
         self.cluster_uuid = new_uuid()
         self.endpoints: dict[str, Endpoint] = {}
         self.deployments: dict[str, Deployment] = {}
-        self.models: set[str] = set(ALWAYS_INSTALLED)
+        self.models: set[str] = set(ALWAYS_INSTALLED) | {model for model, _ in config.trained_models}
+        self.eland_models: dict[str, str] = dict(config.trained_models)
         self.pipelines: dict[str, dict[str, Any]] = {}
         self.indices: dict[str, Index] = {}
         if config.data_dir is not None:

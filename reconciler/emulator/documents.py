@@ -15,6 +15,7 @@ from reconciler.emulator.cluster import Cluster, Document, Index, new_uuid
 from reconciler.emulator.errors import EsError, bad_request, validation_failed
 
 SHARDS = {"total": 2, "successful": 1, "failed": 0}
+DEFAULT_SEMANTIC_TEXT_ENDPOINT = ".elser-2-elasticsearch"
 _INDEX_NAME = re.compile(r"[^A-Z\\/*?\"<>| ,#:]+")
 
 
@@ -57,11 +58,21 @@ def create_index(cluster: Cluster, name: str, body: dict[str, Any]) -> dict[str,
             f"index [{name}/{existing.uuid}] already exists",
             metadata={"index_uuid": existing.uuid, "index": name},
         )
-    mappings = body.get("mappings") or {}
+    mappings = _with_default_inference_ids(body.get("mappings") or {})
     settings = body.get("settings") or {}
     cluster.indices[name] = Index(name, new_uuid(), mappings, settings)
     cluster.save()
     return {"acknowledged": True, "shards_acknowledged": True, "index": name}
+
+
+def _with_default_inference_ids(mappings: Any) -> Any:
+    """The server writes the default endpoint into semantic_text fields that name none."""
+    if isinstance(mappings, dict):
+        filled = {k: _with_default_inference_ids(v) for k, v in mappings.items()}
+        if filled.get("type") == "semantic_text":
+            filled.setdefault("inference_id", DEFAULT_SEMANTIC_TEXT_ENDPOINT)
+        return filled
+    return mappings
 
 
 def get_index(cluster: Cluster, name: str) -> dict[str, Any]:

@@ -359,7 +359,10 @@ async def _put_in_cluster(
     if settings.get("model_id") is None:
         settings["model_id"] = cluster.elser_model
     model_id = str(settings["model_id"])
-    _check_model(cluster, service, model_id)
+    _check_model(cluster, model_id, task_type)
+    if model_id in cluster.eland_models and task_type == "text_embedding":
+        # Custom models print what the probe measured, like external embedding services.
+        settings.update({"dimensions": DEFAULT_DIMENSIONS, "similarity": "cosine", "element_type": "float"})
     if service.deprecated is not None:
         warnings.append(service.deprecated.format(model_id=model_id))
     if checked.problems:
@@ -420,14 +423,28 @@ def _settings_from_deployment(cluster: Cluster, raw: dict[str, Any]) -> dict[str
     return settings
 
 
-def _check_model(cluster: Cluster, service: Service, model_id: str) -> None:
+_ELAND_TYPES = {
+    "text_embedding": "text_embedding",
+    "sparse_embedding": "text_expansion",
+    "rerank": "text_similarity",
+}
+
+
+def _check_model(cluster: Cluster, model_id: str, task_type: str) -> None:
+    """Built-in models are accepted for any task type (the server does not check); eland ones are."""
     builtin = catalog.BUILTIN_MODELS.get(model_id)
     prefix = f"Error parsing request config, model id does not match any models available on this platform. Was [{model_id}]"
     if builtin is None:
-        if model_id not in cluster.models:
+        served = cluster.eland_models.get(model_id)
+        if served is None:
             raise bad_request(
                 "illegal_argument_exception",
                 f"{prefix}. You may need to load it into the cluster using eland.",
+            )
+        if served != task_type:
+            raise bad_request(
+                "status_exception",
+                f"Deployed model [{model_id}] with type [{_ELAND_TYPES[served]}] does not match the requested task type [{task_type}]",
             )
         return
     if builtin.x86_only and not cluster.config.linux_x86:
@@ -504,11 +521,11 @@ def _pipeline_models(pipeline: Any) -> set[str]:
 
 
 def semantic_text_ids(mappings: Any) -> set[str]:
-    """Every inference id a mapping's semantic_text fields use (the default one when unset)."""
+    """Every inference id a mapping's semantic_text fields use."""
     found: set[str] = set()
     if isinstance(mappings, dict):
         if mappings.get("type") == "semantic_text":
-            found.add(str(mappings.get("inference_id", ".elser-2-elasticsearch")))
+            found.add(str(mappings.get("inference_id")))
             if isinstance(mappings.get("search_inference_id"), str):
                 found.add(mappings["search_inference_id"])
         for value in mappings.values():
