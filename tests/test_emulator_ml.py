@@ -206,7 +206,10 @@ async def test_an_id_taken_by_a_deployment_is_refused(es9: Es) -> None:
 
 
 async def test_in_cluster_settings_are_checked(es9: Es) -> None:
-    body: dict[str, Any] = {"service": "elasticsearch", "service_settings": {"num_threads": 1, "num_allocations": 1}}
+    body: dict[str, Any] = {
+        "service": "elasticsearch",
+        "service_settings": {"num_threads": 1, "num_allocations": 1},
+    }
     assert error(await es9.put("/_inference/text_embedding/x", json=body)) == (
         400,
         "illegal_argument_exception",
