@@ -30,6 +30,8 @@ def spec(major_minor: str) -> dict[str, Any]:
         if major_minor.startswith("8.")
         else "openapi-inference-9.5.routable.json"
     )
+    if not SPEC_DIR.is_dir():
+        raise FileNotFoundError(f"the OpenAPI subset is expected beside the repository, at {SPEC_DIR}")
     document: dict[str, Any] = json.loads((SPEC_DIR / name).read_text())
     document = copy.deepcopy(document)
     reason = document["components"]["schemas"]["_types.ErrorCause"]["properties"]["reason"]

@@ -428,8 +428,7 @@ class Emulator:
         return Reply(inference.get_endpoints(self.cluster, call.path.get("first"), call.path.get("second")))
 
     async def _put_inference(self, call: Call) -> Reply:
-        first, second = call.path["first"], call.path.get("second")
-        task_type, inference_id = (first, second) if second is not None else (None, first)
+        task_type, inference_id = _target(call)
         body, warnings = await inference.put_endpoint(
             self.cluster, task_type, inference_id, call.body, call.params.get("timeout", "30s")
         )
@@ -439,16 +438,14 @@ class Emulator:
         return Reply(body, headers=headers if warnings else None)
 
     async def _delete_inference(self, call: Call) -> Reply:
-        first, second = call.path["first"], call.path.get("second")
-        task_type, inference_id = (first, second) if second is not None else (None, first)
+        task_type, inference_id = _target(call)
         body = inference.delete_endpoint(
             self.cluster, task_type, inference_id, dry_run=call.flag("dry_run"), force=call.flag("force")
         )
         return Reply(body)
 
     async def _update_inference(self, call: Call) -> Reply:
-        first, second = call.path["first"], call.path.get("second")
-        task_type, inference_id = (first, second) if second is not None else (None, first)
+        task_type, inference_id = _target(call)
         return Reply(await inference.update_endpoint(self.cluster, task_type, inference_id, call.body))
 
     async def _perform_inference(self, call: Call) -> Reply:
@@ -615,6 +612,12 @@ def _compat_version(header: str | None) -> int | None:
         return None
     match = _COMPAT.search(header)
     return int(match[1]) if match else None
+
+
+def _target(call: Call) -> tuple[str | None, str]:
+    """(task type or None, inference id) of /_inference/[{task_type}/]{inference_id}."""
+    first, second = call.path["first"], call.path.get("second")
+    return (first, second) if second is not None else (None, first)
 
 
 def _refresh(call: Call) -> bool:

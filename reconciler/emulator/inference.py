@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Sequence
 from typing import Any
 
 from reconciler import catalog
@@ -257,20 +258,11 @@ async def put_endpoint(
     if service.deploys_model:
         return await _put_in_cluster(cluster, service, task_type, inference_id, body, timeout_text)
     checked = catalog.check_endpoint(service, task_type, body, version)
-    if checked.problems:
-        _raise_first(checked.problems, service.name)
+    _raise_first(checked.problems, service.name)
     settings = dict(checked.service_settings)
     if task_type == "text_embedding" and service.dimensions_filled:
         _probe_embedding(service, settings)
-    endpoint = Endpoint(
-        inference_id,
-        task_type,
-        service.stored_name(version),
-        settings,
-        checked.task_settings,
-        checked.chunking_settings,
-        {name: secret_digest(value) for name, value in checked.secrets.items()},
-    )
+    endpoint = _endpoint(service, version, inference_id, task_type, settings, checked)
     _store(cluster, endpoint)
     return render(cluster, endpoint), []
 
@@ -292,9 +284,31 @@ def _resolve_task_type(url_task: str | None, body_task: Any, version: Version) -
     return parsed
 
 
-def _raise_first(problems: tuple[catalog.Problem, ...] | list[catalog.Problem], service_name: str) -> None:
-    es_type, reason = catalog.first_failure(problems, service_name)
-    raise EsError(400, es_type, reason)
+def _raise_first(problems: Sequence[catalog.Problem], service_name: str) -> None:
+    """Answer as Elasticsearch does for the first stage that failed; nothing when all is well."""
+    if problems:
+        es_type, reason = catalog.first_failure(problems, service_name)
+        raise EsError(400, es_type, reason)
+
+
+def _endpoint(
+    service: Service,
+    version: Version,
+    inference_id: str,
+    task_type: str,
+    settings: dict[str, Any],
+    checked: catalog.Checked,
+) -> Endpoint:
+    digests = {name: secret_digest(value) for name, value in checked.secrets.items()}
+    return Endpoint(
+        inference_id,
+        task_type,
+        service.stored_name(version),
+        settings,
+        checked.task_settings,
+        checked.chunking_settings,
+        digests,
+    )
 
 
 def _probe_embedding(service: Service, settings: dict[str, Any]) -> None:
@@ -337,27 +351,20 @@ async def _put_in_cluster(
         checked = catalog.check_endpoint(
             service, task_type, {**body, "service_settings": dict(settings)}, version
         )
-        problems = [p for p in checked.problems if p.stage < catalog.Stage.DEPLOYMENT]
-        if problems:
-            _raise_first(problems, service.name)
-        endpoint = Endpoint(
-            inference_id,
-            task_type,
-            service.stored_name(version),
-            settings,
-            checked.task_settings,
-            checked.chunking_settings,
-        )
+        _raise_first([p for p in checked.problems if p.stage < catalog.Stage.DEPLOYMENT], service.name)
+        endpoint = _endpoint(service, version, inference_id, task_type, settings, checked)
         _store(cluster, endpoint)
         return render(cluster, endpoint), warnings
 
     checked = catalog.check_endpoint(service, task_type, body, version)
-    early = [p for p in checked.problems if p.stage < catalog.Stage.DEPLOYMENT]
-    if early:
-        _raise_first(early, service.name)
+    _raise_first([p for p in checked.problems if p.stage < catalog.Stage.DEPLOYMENT], service.name)
     settings = dict(checked.service_settings)
     if settings.get("model_id") is None:
         settings["model_id"] = cluster.elser_model
+        warnings.append(
+            "Putting elasticsearch service inference endpoints (including elser service) without a model_id field "
+            "is deprecated and will be removed in a future release. Please specify a model_id field."
+        )
     model_id = str(settings["model_id"])
     _check_model(cluster, model_id, task_type)
     if model_id in cluster.eland_models and task_type == "text_embedding":
@@ -365,17 +372,9 @@ async def _put_in_cluster(
         settings.update({"dimensions": DEFAULT_DIMENSIONS, "similarity": "cosine", "element_type": "float"})
     if service.deprecated is not None:
         warnings.append(service.deprecated.format(model_id=model_id))
-    if checked.problems:
-        _raise_first(checked.problems, service.name)
+    _raise_first(checked.problems, service.name)
     # The server stores the request's settings; num_allocations is read back from the deployment.
-    endpoint = Endpoint(
-        inference_id,
-        task_type,
-        service.stored_name(version),
-        settings,
-        checked.task_settings,
-        checked.chunking_settings,
-    )
+    endpoint = _endpoint(service, version, inference_id, task_type, settings, checked)
     _store(cluster, endpoint)
     cluster.models.add(model_id)
     adaptive = settings.get("adaptive_allocations")
@@ -671,8 +670,7 @@ def _update_external(
                 for p in checked.problems
                 if p.path.split(".")[1] in probe and p.stage != catalog.Stage.UNKNOWN
             ]
-            if problems:
-                _raise_first(problems, service.name)
+            _raise_first(problems, service.name)
             for name in updatable:
                 if name in checked.service_settings:
                     merged_settings[name] = checked.service_settings[name]
@@ -690,8 +688,7 @@ def _update_external(
         task_settings, problems = catalog.check_task_settings(
             service, task_type, {**base, **requested}, version
         )
-        if problems:
-            _raise_first(problems, service.name)
+        _raise_first(problems, service.name)
 
     chunking = endpoint.chunking_settings
     if "chunking_settings" in body:
@@ -703,8 +700,7 @@ def _update_external(
                 ),
             )
         chunking, chunk_problems = catalog.check_chunking(body["chunking_settings"], version)
-        if chunk_problems:
-            _raise_first(chunk_problems, service.name)
+        _raise_first(chunk_problems, service.name)
 
     endpoint.service_settings = merged_settings
     endpoint.secret_digests.update(new_secrets)
@@ -765,8 +761,7 @@ def _update_in_cluster(cluster: Cluster, endpoint: Endpoint, body: dict[str, Any
                 service, endpoint.task_type, {"service_settings": probe}, cluster.version
             )
             problems = [p for p in checked.problems if "adaptive_allocations" in p.path]
-            if problems:
-                _raise_first(problems, "elasticsearch")
+            _raise_first(problems, "elasticsearch")
             adaptive = checked.service_settings["adaptive_allocations"]
     if dep is None:
         raise not_found(
