@@ -349,7 +349,7 @@ class Problem:
     """One thing wrong with an endpoint body.
 
     `path` is dotted (`task_settings.max_tokens`); `reason` is Elasticsearch's own text;
-    `es_type` the error type it answers with. Unknown keys also carry `unknown` = (key, value), so
+    `es_type` the error type it answers with; `text` the value-free wording for the validator. Unknown keys also carry `unknown` = (key, value), so
     the emulator can print them together as Elasticsearch does.
     """
 
@@ -358,6 +358,14 @@ class Problem:
     reason: str
     es_type: str = "validation_exception"
     unknown: tuple[str, Json] | None = None
+    # The validator's wording where Elasticsearch's reason would print the value (which may come
+    # from a secret reference); None when the reason is safe to show as it is.
+    message: str | None = None
+
+    @property
+    def text(self) -> str:
+        """What the manifest validator shows: never the offending value."""
+        return self.message or self.reason
 
 
 @dataclass(frozen=True, slots=True)
@@ -385,6 +393,28 @@ def wrong_type(name: str, value: Json, kind: Kind) -> str:
         f"field [{name}] is not of the expected type. "
         f"The value [{java_str(value)}] cannot be converted to a [{java}]"
     )
+
+
+KIND_WORDS = {
+    Kind.STRING: "a string",
+    Kind.ENUM: "a string",
+    Kind.INTEGER: "an integer",
+    Kind.LONG: "an integer",
+    Kind.DOUBLE: "a number",
+    Kind.BOOLEAN: "true or false",
+    Kind.MAP: "a mapping",
+    Kind.LIST: "a list",
+}
+
+
+def type_problem(stage: Stage, path: str, name: str, value: Json, kind: Kind) -> Problem:
+    return Problem(stage, path, wrong_type(name, value, kind), message=f"must be {KIND_WORDS[kind]}")
+
+
+def unknown_problem(stage: Stage, path: str, left: Mapping[str, Json], key: str, service: str) -> Problem:
+    reason = unknown_settings_reason(left, service)
+    message = f"unknown setting of the {service} service"
+    return Problem(stage, path, reason, "status_exception", unknown=(key, left[key]), message=message)
 
 
 def unknown_settings_reason(settings: Mapping[str, Json], service: str) -> str:
@@ -434,7 +464,7 @@ def check_chunking(value: Json, version: Version) -> tuple[dict[str, Json] | Non
     if value is None or value == {}:
         return dict(DEFAULT_CHUNKING), []
     if not isinstance(value, dict):
-        return None, [_chunk_problem("chunking_settings", wrong_type("chunking_settings", value, Kind.MAP))]
+        return None, [type_problem(Stage.CHUNKING, "chunking_settings", "chunking_settings", value, Kind.MAP)]
     if "strategy" not in value:
         reason = "Can't generate Chunker without ChunkingStrategy provided"
         return None, [_chunk_problem("chunking_settings.strategy", reason, "illegal_argument_exception")]
@@ -442,7 +472,15 @@ def check_chunking(value: Json, version: Version) -> tuple[dict[str, Json] | Non
     since = CHUNKING_STRATEGIES.get(strategy)
     if since is None or not since.covers(version):
         reason = f"Invalid chunkingStrategy {strategy}"
-        return None, [_chunk_problem("chunking_settings.strategy", reason, "illegal_argument_exception")]
+        known = ", ".join(name for name, since in CHUNKING_STRATEGIES.items() if since.covers(version))
+        problem = Problem(
+            Stage.CHUNKING,
+            "chunking_settings.strategy",
+            reason,
+            "illegal_argument_exception",
+            message=f"must be one of [{known}]",
+        )
+        return None, [problem]
     if strategy == "none":
         return {"strategy": "none"}, []
 
@@ -464,12 +502,8 @@ def check_chunking(value: Json, version: Version) -> tuple[dict[str, Json] | Non
         if overlap is None:
             overlap = 1
         elif not kind_accepts(Kind.INTEGER, overlap):
-            problems.append(
-                _chunk_problem(
-                    "chunking_settings.sentence_overlap",
-                    wrong_type("sentence_overlap", overlap, Kind.INTEGER),
-                )
-            )
+            path = "chunking_settings.sentence_overlap"
+            problems.append(type_problem(Stage.CHUNKING, path, "sentence_overlap", overlap, Kind.INTEGER))
         elif overlap not in (0, 1):
             problems.append(
                 _chunk_problem(
@@ -505,7 +539,7 @@ def _chunk_int(
             problems.append(_chunk_problem(path, missing_setting(name, "chunking_settings")))
         return None
     if not kind_accepts(Kind.INTEGER, value):
-        problems.append(_chunk_problem(path, wrong_type(name, value, Kind.INTEGER)))
+        problems.append(type_problem(Stage.CHUNKING, path, name, value, Kind.INTEGER))
         return None
     if value <= 0:
         problems.append(
@@ -539,14 +573,20 @@ def _recursive_separators(settings: Mapping[str, Json], problems: list[Problem])
             f"[chunking_settings] Invalid value [{java_str(group)}] received. "
             f"[separator_group] must be one of [{choices}]"
         )
-        problems.append(_chunk_problem("chunking_settings.separator_group", reason))
+        problems.append(
+            Problem(
+                Stage.CHUNKING,
+                "chunking_settings.separator_group",
+                reason,
+                message=f"must be one of [{choices}]",
+            )
+        )
         group = None
     if separators is not None and not (
         isinstance(separators, list) and all(isinstance(s, str) for s in separators)
     ):
-        problems.append(
-            _chunk_problem("chunking_settings.separators", wrong_type("separators", separators, Kind.LIST))
-        )
+        path = "chunking_settings.separators"
+        problems.append(type_problem(Stage.CHUNKING, path, "separators", separators, Kind.LIST))
         separators = None
     if separators is not None and group is not None:
         reason = "Recursive chunking settings can not have both separators and separator_set"
@@ -586,15 +626,15 @@ def check_endpoint(service: Service, task_type: str, body: Mapping[str, Json], v
         )
         raw_settings = {}
     elif not isinstance(raw_settings, dict):
-        reason = wrong_type("service_settings", raw_settings, Kind.MAP)
-        problems.append(Problem(Stage.SERVICE_SETTINGS_MISSING, "service_settings", reason))
+        stage = Stage.SERVICE_SETTINGS_MISSING
+        problems.append(type_problem(stage, "service_settings", "service_settings", raw_settings, Kind.MAP))
         raw_settings = {}
     raw_task = body.get("task_settings")
     if raw_task is None:
         raw_task = {}
     elif not isinstance(raw_task, dict):
         problems.append(
-            Problem(Stage.TASK_SETTINGS, "task_settings", wrong_type("task_settings", raw_task, Kind.MAP))
+            type_problem(Stage.TASK_SETTINGS, "task_settings", "task_settings", raw_task, Kind.MAP)
         )
         raw_task = {}
 
@@ -629,10 +669,9 @@ def check_endpoint(service: Service, task_type: str, body: Mapping[str, Json], v
         problems.extend(chunk_problems)
 
     for section, left in (("", top_left), ("service_settings", settings_left), ("task_settings", task_left)):
-        for key, value in left.items():
+        for key in left:
             path = f"{section}.{key}" if section else key
-            reason = unknown_settings_reason(left, service.name)
-            problems.append(Problem(Stage.UNKNOWN, path, reason, "status_exception", unknown=(key, value)))
+            problems.append(unknown_problem(Stage.UNKNOWN, path, left, key, service.name))
 
     problems.sort(key=lambda p: p.stage)
     return Checked(tuple(problems), stored_settings, secrets, stored_task, chunking)
@@ -645,11 +684,8 @@ def check_task_settings(
     left = dict(settings)
     problems: list[Problem] = []
     stored = _take_task_settings(service, task_type, left, version, problems)
-    for key, value in left.items():
-        reason = unknown_settings_reason(left, service.name)
-        problems.append(
-            Problem(Stage.UNKNOWN, f"task_settings.{key}", reason, "status_exception", unknown=(key, value))
-        )
+    for key in left:
+        problems.append(unknown_problem(Stage.UNKNOWN, f"task_settings.{key}", left, key, service.name))
     return stored, problems
 
 
@@ -697,7 +733,7 @@ def _take(
                 problems.append(Problem(stage, path, missing_setting(spec.name, scope)))
         return spec.default
     if not kind_accepts(spec.kind, value):
-        problems.append(Problem(stage, path, wrong_type(spec.name, value, spec.kind)))
+        problems.append(type_problem(stage, path, spec.name, value, spec.kind))
         return None
     if spec.kind in (Kind.STRING, Kind.ENUM) and spec.non_empty and value == "":
         reason = f"[{scope}] Invalid value empty string. [{spec.name}] must be a non-empty string"
@@ -708,7 +744,7 @@ def _take(
         if canonical is None:
             choices = ", ".join(sorted(c.lower() for c in spec.choices))
             reason = f"[{scope}] Invalid value [{value}] received. [{spec.name}] must be one of [{choices}]"
-            problems.append(Problem(stage, path, reason))
+            problems.append(Problem(stage, path, reason, message=f"must be one of [{choices}]"))
             return None
         return spec.echo_values.get(canonical, canonical)
     if spec.positive and value <= 0:
@@ -739,15 +775,12 @@ def _take_rate_limit(
     if value is None:
         value = {}
     if not isinstance(value, dict):
-        problems.append(Problem(Stage.SERVICE_SETTINGS, path, wrong_type("rate_limit", value, Kind.MAP)))
+        problems.append(type_problem(Stage.SERVICE_SETTINGS, path, "rate_limit", value, Kind.MAP))
         return None
     rest = dict(value)
     rpm = rest.pop("requests_per_minute", None)
-    for key, extra in rest.items():
-        reason = unknown_settings_reason(rest, service.name)
-        problems.append(
-            Problem(Stage.SERVICE_SETTINGS, f"{path}.{key}", reason, "status_exception", unknown=(key, extra))
-        )
+    for key in rest:
+        problems.append(unknown_problem(Stage.SERVICE_SETTINGS, f"{path}.{key}", rest, key, service.name))
     if rpm is None:
         return {"requests_per_minute": default}
     if not kind_accepts(Kind.LONG, rpm):
@@ -769,9 +802,7 @@ def _take_adaptive(settings: dict[str, Json], path: str, problems: list[Problem]
     if value is None:
         return None
     if not isinstance(value, dict):
-        problems.append(
-            Problem(Stage.SERVICE_SETTINGS, path, wrong_type("adaptive_allocations", value, Kind.MAP))
-        )
+        problems.append(type_problem(Stage.SERVICE_SETTINGS, path, "adaptive_allocations", value, Kind.MAP))
         return None
     stored: dict[str, Json] = {}
     kinds = {
@@ -784,9 +815,7 @@ def _take_adaptive(settings: dict[str, Json], path: str, problems: list[Problem]
             reason = f"[adaptive_allocations] does not allow the setting [{key}]"
             problems.append(Problem(Stage.SERVICE_SETTINGS, f"{path}.{key}", reason))
         elif item is not None and not kind_accepts(kinds[key], item):
-            problems.append(
-                Problem(Stage.SERVICE_SETTINGS, f"{path}.{key}", wrong_type(key, item, kinds[key]))
-            )
+            problems.append(type_problem(Stage.SERVICE_SETTINGS, f"{path}.{key}", key, item, kinds[key]))
         elif item is not None:
             stored[key] = item
     low = stored.get("min_number_of_allocations")

@@ -119,5 +119,62 @@ def emulator(
     serve(config, host, port)
 
 
+ManifestsOption = Annotated[
+    Path,
+    typer.Option(
+        "--manifests", envvar="RECONCILER_MANIFESTS", help="The folder of manifests, read recursively."
+    ),
+]
+VersionOption = Annotated[
+    str,
+    typer.Option(
+        "--es-version",
+        help="The Elasticsearch version to validate for (8.19 or 9.0 to 9.5; default the newest).",
+    ),
+]
+
+
+@app.command()
+def validate(manifests: ManifestsOption = Path("manifests"), es_version: VersionOption = "9.5") -> None:
+    """Check the manifests offline, reporting every error as file:line: field.path: message."""
+    import os
+
+    from reconciler.catalog import Version, supported
+    from reconciler.manifests import load
+
+    try:
+        version = Version.parse(es_version)
+    except ValueError as error:
+        raise typer.BadParameter(str(error), param_hint="--es-version") from None
+    if not supported(version):
+        raise typer.BadParameter(
+            "the tool knows Elasticsearch 8.19 and 9.0 to 9.5", param_hint="--es-version"
+        )
+    result = load(manifests, version, os.environ)
+    for warning in result.warnings:
+        typer.echo(f"{warning.file}:{warning.line}: {warning.path}: warning: {warning.message}", err=True)
+    for problem in result.errors:
+        typer.echo(str(problem))
+    line = f"{version.major}.{version.minor}"
+    if result.errors:
+        typer.echo(
+            f"{len(result.errors)} error(s) in {result.files} file(s) (Elasticsearch {line}).", err=True
+        )
+        raise typer.Exit(1)
+    typer.echo(
+        f"{len(result.endpoints)} endpoint(s) in {result.files} file(s) are valid for Elasticsearch {line}."
+    )
+
+
+@app.command()
+def schema() -> None:
+    """Print the JSON Schema of the manifest format, for editors (yaml-language-server)."""
+    import json
+
+    from reconciler.model import json_schema
+
+    typer.echo(json.dumps(json_schema(), indent=2))
+
+
 def main() -> None:
     app()

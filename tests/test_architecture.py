@@ -17,11 +17,11 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "reconciler"
-IO_LIBRARIES = {"httpx", "ruamel", "typer", "rich", "uvicorn", "starlette", "structlog"}
+IO_LIBRARIES = {"httpx", "yaml", "typer", "rich", "uvicorn", "starlette", "structlog"}
 # Which modules may import each edge library (prefix match on the module name).
 OWNERS = {
     "httpx": ("reconciler.client",),
-    "ruamel": ("reconciler.manifests",),
+    "yaml": ("reconciler.manifests",),
     "typer": ("reconciler.cli",),
     "uvicorn": ("reconciler.emulator",),
     "starlette": ("reconciler.emulator",),

@@ -168,7 +168,7 @@ async def test_adaptive_allocations_start_at_one_and_num_allocations_is_dynamic(
 async def test_elser_service_is_deprecated(es9: Es) -> None:
     response = await es9.put("/_inference/sparse_embedding/my-elser", json=ELSER_ADAPTIVE)
     warning = response.headers["warning"]
-    assert warning.startswith('299 Elasticsearch-9.5.0-')
+    assert warning.startswith("299 Elasticsearch-9.5.0-")
     assert "The [elser] service is deprecated" in warning
     assert "without a model_id field is deprecated" in warning
 

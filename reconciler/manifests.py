@@ -1,0 +1,564 @@
+"""Reading the desired state: manifest files into validated `Desired` endpoints, or located errors.
+
+The one module that reads YAML. Files are read recursively (`*.yaml`, `*.yml`) in sorted order,
+several documents per file; every value keeps its line, so each error reads
+`file:line: field.path: message`. YAML is read with the 1.2 core schema (`yes` stays a string),
+duplicate keys are refused, and merge keys (`<<`) work.
+
+Validation is offline and reports everything at once: the manifest format (`reconciler.model`),
+the id rules, then the service catalog for the chosen Elasticsearch version, after references are
+resolved (`reconciler.sensitive`). Secrets never reach a message: the catalog is shown a
+placeholder in their place, and messages never print a value.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from reconciler import catalog
+from reconciler.catalog import Kind, Service, Version
+from reconciler.model import Desired, Manifest, Source, parse_duration
+from reconciler.sensitive import REDACTED, BadReferenceError, Resolver, Secret, is_single_reference
+
+SECTIONS = ("service_settings", "task_settings", "chunking_settings")
+TOP_LEVEL_KEYS = tuple(Manifest.model_fields)
+
+
+@dataclass(frozen=True, order=True)
+class ManifestError:
+    """One problem, located: `file:line: path: message` (also used for warnings)."""
+
+    file: str
+    line: int
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        return (
+            f"{self.file}:{self.line}: {self.path}: {self.message}"
+            if self.path
+            else f"{self.file}:{self.line}: {self.message}"
+        )
+
+
+@dataclass(frozen=True)
+class Validation:
+    """The outcome of reading a manifests folder."""
+
+    endpoints: tuple[Desired, ...]
+    errors: tuple[ManifestError, ...]
+    warnings: tuple[ManifestError, ...]
+    files: int
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+
+# -- YAML with lines ---------------------------------------------------------------------------
+
+_BASE_LOADER: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+class _Loader(_BASE_LOADER):  # type: ignore[valid-type, misc]
+    """libyaml's parser with the YAML 1.2 core schema's implicit types."""
+
+    yaml_implicit_resolvers: dict[Any, Any] = {}  # noqa: RUF012 - PyYAML's class-level registry
+
+
+for _tag, _pattern, _first in (
+    ("null", r"~|null|Null|NULL|", ["~", "n", "N", ""]),
+    ("bool", r"true|True|TRUE|false|False|FALSE", list("tTfF")),
+    ("int", r"[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+", list("-+0123456789")),
+    (
+        "float",
+        r"[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN)",
+        list("-+.0123456789"),
+    ),
+    ("merge", r"<<", ["<"]),
+):
+    _Loader.add_implicit_resolver(f"tag:yaml.org,2002:{_tag}", re.compile(rf"^(?:{_pattern})$"), _first)
+
+_TAG = "tag:yaml.org,2002:"
+
+
+class _YamlError(Exception):
+    def __init__(self, line: int, path: str, message: str) -> None:
+        super().__init__(message)
+        self.line = line
+        self.path = path
+        self.message = message
+
+
+@dataclass
+class _Document:
+    file: str
+    line: int
+    data: Any
+    lines: dict[str, int] = field(default_factory=dict)
+
+    def line_of(self, path: str) -> int:
+        """The line of a path, or of its nearest parent present (a missing key points at its parent)."""
+        while path:
+            if path in self.lines:
+                return self.lines[path]
+            path = re.sub(r"(\.[^.\[]*|\[\d+\])$", "", path) if ("." in path or "[" in path) else ""
+        return self.line
+
+
+def _scalar(node: yaml.ScalarNode) -> Any:
+    tag, text = node.tag, node.value
+    if tag == _TAG + "str":
+        return text
+    if tag == _TAG + "null":
+        return None
+    if tag == _TAG + "bool":
+        return text.lower() == "true"
+    if tag == _TAG + "int":
+        return int(text, 0) if text[:2] in ("0o", "0x") else int(text, 10)
+    if tag == _TAG + "float":
+        lowered = text.lower()
+        if lowered.endswith(".inf"):
+            return float("-inf") if lowered.startswith("-") else float("inf")
+        return float("nan") if lowered == ".nan" else float(text)
+    raise _YamlError(node.start_mark.line + 1, "", f"the tag {tag} is not supported")
+
+
+def _build(node: yaml.Node, path: str, doc: _Document) -> Any:
+    if isinstance(node, yaml.ScalarNode):
+        return _scalar(node)
+    if isinstance(node, yaml.SequenceNode):
+        items = []
+        for i, item in enumerate(node.value):
+            item_path = f"{path}[{i}]"
+            doc.lines[item_path] = item.start_mark.line + 1
+            items.append(_build(item, item_path, doc))
+        return items
+    assert isinstance(node, yaml.MappingNode)
+    result: dict[str, Any] = {}
+    merged: dict[str, Any] = {}
+    first_line: dict[str, int] = {}
+    for key_node, value_node in node.value:
+        if key_node.tag == _TAG + "merge":
+            sources = value_node.value if isinstance(value_node, yaml.SequenceNode) else [value_node]
+            for source in sources:
+                built = _build(source, path, doc)
+                if not isinstance(built, dict):
+                    raise _YamlError(key_node.start_mark.line + 1, path, "a merge key (<<) needs a mapping")
+                merged = {**built, **merged}
+            continue
+        if not isinstance(key_node, yaml.ScalarNode):
+            raise _YamlError(key_node.start_mark.line + 1, path, "keys must be plain strings")
+        key = str(key_node.value)
+        line = key_node.start_mark.line + 1
+        key_path = f"{path}.{key}" if path else key
+        if key in first_line:
+            raise _YamlError(line, key_path, f"duplicate key (first at line {first_line[key]})")
+        first_line[key] = line
+        doc.lines[key_path] = line
+        result[key] = _build(value_node, key_path, doc)
+    return {**merged, **result}
+
+
+def _read_documents(path: Path, display: str) -> Iterator[_Document | ManifestError]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        yield ManifestError(display, 1, "", f"cannot read the file: {error}")
+        return
+    loader = _Loader(text)
+    try:
+        while loader.check_node():
+            node = loader.get_node()
+            if node is None:
+                continue
+            doc = _Document(display, node.start_mark.line + 1, None)
+            try:
+                doc.data = _build(node, "", doc)
+            except _YamlError as error:
+                yield ManifestError(display, error.line, error.path, error.message)
+                continue
+            if doc.data is not None:
+                yield doc
+    except yaml.MarkedYAMLError as error:
+        mark = error.problem_mark or error.context_mark
+        line = mark.line + 1 if mark is not None else 1
+        problem = " ".join(str(part) for part in (error.context, error.problem) if part)
+        yield ManifestError(display, line, "", f"YAML syntax error: {problem}")
+    finally:
+        loader.dispose()
+
+
+def manifest_files(root: Path) -> list[Path]:
+    """Every `*.yaml` / `*.yml` under root, in sorted order of their relative paths."""
+    found = [p for pattern in ("*.yaml", "*.yml") for p in root.rglob(pattern) if p.is_file()]
+    return sorted(found, key=lambda p: p.relative_to(root).as_posix())
+
+
+# -- validation --------------------------------------------------------------------------------
+
+
+def load(
+    root: Path, version: Version, env: Mapping[str, str], resolver: Resolver | None = None
+) -> Validation:
+    """Read and validate every manifest under root for an Elasticsearch version."""
+    resolver = resolver or Resolver(env)
+    errors: list[ManifestError] = []
+    warnings: list[ManifestError] = []
+    endpoints: list[Desired] = []
+    files = manifest_files(root) if root.is_dir() else []
+    if not root.is_dir():
+        errors.append(ManifestError(str(root), 1, "", "the manifests folder does not exist"))
+    seen: dict[str, tuple[str, int]] = {}
+    duplicated: set[str] = set()
+    for path in files:
+        for item in _read_documents(path, str(path)):
+            if isinstance(item, ManifestError):
+                errors.append(item)
+                continue
+            checker = _Checker(item, version, resolver)
+            desired = checker.check()
+            errors.extend(checker.errors)
+            warnings.extend(checker.warnings)
+            inference_id = item.data.get("inference_id") if isinstance(item.data, dict) else None
+            if isinstance(inference_id, str):
+                here = (item.file, item.line_of("inference_id"))
+                there = seen.setdefault(inference_id, here)
+                if there != here:
+                    duplicated.add(inference_id)
+                    errors.append(
+                        ManifestError(
+                            *here, "inference_id", f"{inference_id} is also defined at {there[0]}:{there[1]}"
+                        )
+                    )
+                    errors.append(
+                        ManifestError(
+                            *there, "inference_id", f"{inference_id} is also defined at {here[0]}:{here[1]}"
+                        )
+                    )
+            if desired is not None:
+                endpoints.append(desired)
+    endpoints = [d for d in endpoints if d.inference_id not in duplicated]
+    return Validation(tuple(endpoints), tuple(sorted(set(errors))), tuple(sorted(set(warnings))), len(files))
+
+
+class _Checker:
+    """Validates one document; collects errors and warnings rather than stopping at the first."""
+
+    def __init__(self, doc: _Document, version: Version, resolver: Resolver) -> None:
+        self.doc = doc
+        self.version = version
+        self.resolver = resolver
+        self.errors: list[ManifestError] = []
+        self.warnings: list[ManifestError] = []
+
+    def error(self, path: str, message: str) -> None:
+        self.errors.append(ManifestError(self.doc.file, self.doc.line_of(path), path, message))
+
+    def warn(self, path: str, message: str) -> None:
+        self.warnings.append(ManifestError(self.doc.file, self.doc.line_of(path), path, message))
+
+    def check(self) -> Desired | None:
+        data = self.doc.data
+        if not isinstance(data, dict):
+            self.error("", "a manifest is a mapping of keys (inference_id, task_type, service, ...)")
+            return None
+        manifest = self._format(data)
+        inference_id = data.get("inference_id")
+        if isinstance(inference_id, str):
+            self._check_id(inference_id)
+        service = self._service(data.get("service"), resolved_value(self.resolver, data.get("service")))
+        secrets, resolved = self._references(data, service)
+        task_type = self._task_type(data.get("task_type"), resolved.get("task_type"))
+        if service is None or task_type is None or not isinstance(resolved.get("service_settings"), dict):
+            return None
+        self._normalise(service, task_type, resolved)
+        self._check_settings(service, task_type, resolved, secrets)
+        self._check_lifecycle(data, service, task_type)
+        wait_timeout = self._check_wait(manifest, service)
+        if self.errors or manifest is None or not isinstance(inference_id, str):
+            return None
+        settings = {k: v for k, v in resolved["service_settings"].items() if k not in _secret_names(service)}
+        return Desired(
+            inference_id=inference_id,
+            task_type=task_type,
+            service=service.stored_name(self.version),
+            written_service=service.name,
+            service_settings=settings,
+            secrets=secrets,
+            task_settings=resolved.get("task_settings"),
+            chunking_settings=resolved.get("chunking_settings"),
+            lifecycle=manifest.lifecycle,
+            wait_timeout=wait_timeout,
+            source=Source(self.doc.file, self.doc.line),
+        )
+
+    # -- the manifest format -------------------------------------------------------------------
+
+    def _format(self, data: dict[str, Any]) -> Manifest | None:
+        try:
+            return Manifest.model_validate(data)
+        except ValidationError as failure:
+            for problem in failure.errors():
+                path = ".".join(f"[{p}]" if isinstance(p, int) else str(p) for p in problem["loc"]).replace(
+                    ".[", "["
+                )
+                self.error(path, _format_message(problem, path))
+            return None
+
+    def _check_id(self, inference_id: str) -> None:
+        if catalog.valid_inference_id(inference_id):
+            return
+        if inference_id.startswith("."):
+            message = "ids starting with '.' are reserved for the preconfigured endpoints"
+        elif inference_id == "_all":
+            message = "_all is reserved"
+        elif inference_id != inference_id.lower():
+            message = "must be lowercase"
+        else:
+            message = (
+                "may hold only a-z, 0-9, '-', '_' and '.', and must start and end with a letter or digit"
+            )
+        self.error("inference_id", message)
+
+    # Messages show values as written: a reference is shown as the reference, never resolved.
+
+    def _task_type(self, written: Any, value: Any) -> str | None:
+        if not isinstance(value, str):
+            return None
+        task_type = catalog.parse_task_type(value, self.version)
+        if task_type is None:
+            known = ", ".join(catalog.task_types(self.version))
+            self.error(
+                "task_type",
+                f"unknown task type '{written}' for Elasticsearch {self._line()} (known: {known})",
+            )
+        return task_type
+
+    def _service(self, written: Any, value: Any) -> Service | None:
+        if not isinstance(value, str):
+            return None
+        service = catalog.service(value, self.version)
+        if service is None:
+            if value in catalog.SERVICES:
+                self.error("service", f"the {value} service is not available on Elasticsearch {self._line()}")
+            else:
+                names = [s.name for s in catalog.services(self.version)]
+                close = difflib.get_close_matches(value, names, n=1)
+                hint = f" (did you mean {close[0]}?)" if close else ""
+                self.error("service", f"unknown service '{written}'{hint}")
+            return None
+        if service.deprecated is not None:
+            self.warn(
+                "service",
+                f"the {service.name} service is deprecated: Elasticsearch stores it as service "
+                f"{service.stored_name(self.version)} with a model_id; write that instead",
+            )
+        return service
+
+    def _line(self) -> str:
+        return f"{self.version.major}.{self.version.minor}"
+
+    # -- references and secrets ----------------------------------------------------------------
+
+    def _references(
+        self, data: dict[str, Any], service: Service | None
+    ) -> tuple[dict[str, Secret], dict[str, Any]]:
+        """Resolve references; secrets come out as `Secret`s, placeholders stand in for them."""
+        secret_names = _secret_names(service)
+        secrets: dict[str, Secret] = {}
+        resolved: dict[str, Any] = {}
+        for key, value in data.items():
+            if key == "service_settings" and isinstance(value, dict):
+                settings: dict[str, Any] = {}
+                for name, item in value.items():
+                    path = f"service_settings.{name}"
+                    if name in secret_names and isinstance(item, dict):
+                        settings[name] = {
+                            inner: self._secret(f"{path}.{inner}", raw, secrets, f"{name}.{inner}")
+                            for inner, raw in item.items()
+                        }
+                    elif name in secret_names:
+                        settings[name] = self._secret(path, item, secrets, name)
+                    else:
+                        settings[name] = self._resolve(path, item)
+                resolved[key] = settings
+            elif key in ("lifecycle", "wait"):
+                resolved[key] = value
+            else:
+                resolved[key] = self._resolve(key, value)
+        return secrets, resolved
+
+    def _secret(self, path: str, value: Any, secrets: dict[str, Secret], key: str) -> str:
+        example = (
+            "${"
+            + re.sub(r"[^A-Z0-9]+", "_", f"{self.doc.data.get('inference_id', 'ENDPOINT')}_{key}".upper())
+            + "}"
+        )
+        if not isinstance(value, str) or not _single_reference(value):
+            self.error(
+                path, f"a secret must be a reference such as {example} or ${{file:PATH}}, not a literal value"
+            )
+            return REDACTED
+        try:
+            secrets[key] = Secret(self.resolver.resolve(value))
+        except BadReferenceError as error:
+            self.error(path, str(error))
+        return REDACTED
+
+    def _resolve(self, path: str, value: Any) -> Any:
+        if isinstance(value, str):
+            try:
+                return self.resolver.resolve(value) if "${" in value else value
+            except BadReferenceError as error:
+                hint = " (write $${ for a literal ${)" if "not set" in str(error) else ""
+                self.error(path, f"{error}{hint}")
+                return value
+        if isinstance(value, dict):
+            return {k: self._resolve(f"{path}.{k}", v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [self._resolve(f"{path}[{i}]", v) for i, v in enumerate(value)]
+        return value
+
+    # -- the service catalog -------------------------------------------------------------------
+
+    def _normalise(self, service: Service, task_type: str, resolved: dict[str, Any]) -> None:
+        """Values written naturally become what Elasticsearch needs: an integer Double is a float."""
+        for section, fields in (
+            ("service_settings", service.settings(task_type, self.version)),
+            ("task_settings", service.task_fields(task_type, self.version)),
+        ):
+            values = resolved.get(section)
+            if not isinstance(values, dict):
+                continue
+            for spec in fields:
+                if spec.kind is Kind.DOUBLE and type(values.get(spec.name)) is int:
+                    values[spec.name] = float(values[spec.name])
+
+    def _check_settings(
+        self, service: Service, task_type: str, resolved: dict[str, Any], secrets: dict[str, Secret]
+    ) -> None:
+        body = {k: resolved[k] for k in SECTIONS if k in resolved}
+        checked = catalog.check_endpoint(service, task_type, body, self.version)
+        for problem in checked.problems:
+            message = problem.text
+            if problem.unknown is not None:
+                message += self._known(service, task_type, problem.path)
+            self.error(problem.path, message)
+        if service.deploys_model:
+            self._check_model(service, task_type, resolved["service_settings"])
+
+    def _known(self, service: Service, task_type: str, path: str) -> str:
+        section = path.rpartition(".")[0]
+        if section == "":
+            return ": chunking_settings applies to embedding task types only"
+        if section == "service_settings":
+            names = [f.name for f in service.settings(task_type, self.version) if f.accepted]
+        elif section == "task_settings":
+            names = [f.name for f in service.task_fields(task_type, self.version)]
+        else:
+            names = ["requests_per_minute"]
+        return f" for task type {task_type} (known: {', '.join(names) or 'none'})"
+
+    def _check_model(self, service: Service, task_type: str, settings: dict[str, Any]) -> None:
+        model_id = settings.get("model_id")
+        builtin = catalog.BUILTIN_MODELS.get(model_id) if isinstance(model_id, str) else None
+        if builtin is not None and builtin.task_type != task_type:
+            self.warn(
+                "service_settings.model_id",
+                f"{model_id} serves {builtin.task_type}; Elasticsearch accepts it for {task_type} but it will not work",
+            )
+        elif isinstance(model_id, str) and builtin is None:
+            self.warn(
+                "service_settings.model_id",
+                f"{model_id} is not a built-in model: it must be uploaded with eland first",
+            )
+
+    def _check_lifecycle(self, data: dict[str, Any], service: Service, task_type: str) -> None:
+        lifecycle = data.get("lifecycle")
+        paths = lifecycle.get("ignore_changes") if isinstance(lifecycle, dict) else None
+        if not isinstance(paths, list):
+            return
+        known = {
+            "service_settings": {f.name for f in service.settings(task_type, self.version)},
+            "task_settings": {f.name for f in service.task_fields(task_type, self.version)},
+        }
+        for i, path in enumerate(paths):
+            if not isinstance(path, str):
+                continue
+            section, _, name = path.partition(".")
+            where = f"lifecycle.ignore_changes[{i}]"
+            if section not in SECTIONS:
+                self.error(
+                    where, "must be a dotted path in service_settings, task_settings or chunking_settings"
+                )
+            elif section in known and name.split(".")[0] not in known[section]:
+                self.error(
+                    where,
+                    f"{name or '(empty)'} is not a {section} key of the {service.name} service for {task_type}",
+                )
+
+    def _check_wait(self, manifest: Manifest | None, service: Service) -> float | None:
+        if manifest is None or manifest.wait is None or manifest.wait.timeout is None:
+            return None
+        if not service.deploys_model:
+            self.warn(
+                "wait", f"the {service.name} service deploys no trained model: there is nothing to wait for"
+            )
+        return parse_duration(manifest.wait.timeout)
+
+
+def resolved_value(resolver: Resolver, value: Any) -> Any:
+    """A top-level string with its references resolved (None when they cannot be: reported later)."""
+    if not isinstance(value, str) or "${" not in value:
+        return value
+    try:
+        return resolver.resolve(value)
+    except BadReferenceError:
+        return None
+
+
+def _secret_names(service: Service | None) -> frozenset[str]:
+    """Secret fields: the service's own, and every known secret name whatever the service."""
+    return catalog.SECRET_FIELD_NAMES | (service.secret_names() if service is not None else frozenset())
+
+
+def _single_reference(text: str) -> bool:
+    try:
+        return is_single_reference(text)
+    except BadReferenceError:
+        return False
+
+
+_FORMAT_MESSAGES = {
+    "missing": "required key is missing",
+    "string_type": "must be a string",
+    "bool_type": "must be true or false",
+    "dict_type": "must be a mapping",
+    "model_type": "must be a mapping",
+    "tuple_type": "must be a list",
+    "list_type": "must be a list",
+}
+
+
+def _format_message(problem: Any, path: str) -> str:
+    kind = problem["type"]
+    if kind == "extra_forbidden":
+        parent = path.rpartition(".")[0]
+        keys = {
+            "": TOP_LEVEL_KEYS,
+            "lifecycle": ("prevent_destroy", "ignore_changes"),
+            "wait": ("timeout",),
+        }.get(parent, ())
+        return f"unknown key (known: {', '.join(keys)})"
+    if kind == "value_error":
+        return str(problem["msg"]).removeprefix("Value error, ")
+    return _FORMAT_MESSAGES.get(kind, str(problem["msg"]))
