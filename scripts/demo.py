@@ -1,14 +1,16 @@
-"""`make demo`: start the embedded emulator and show it answering as Elasticsearch would.
+"""`make demo`: validate the example manifests, then show the embedded emulator at work.
 
-It starts `reconciler emulator` on a free port, creates an Anthropic completion endpoint and an ELSER
-endpoint with adaptive allocations, follows the ELSER deployment until it is fully allocated, and
-shows that the API key never comes back. (The plan/apply flow replaces this once those commands
+It validates `manifests/` with placeholder secrets (the emulator calls no provider), starts
+`reconciler emulator` on a free port, creates an Anthropic completion endpoint and an ELSER endpoint
+with adaptive allocations, follows the ELSER deployment until it is fully allocated, and shows that
+the API key never comes back. (The plan/apply flow replaces the second half once those commands
 exist.)
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -17,6 +19,7 @@ import time
 import httpx
 
 PLACEHOLDER_KEY = "sk-ant-demo-placeholder"  # a stand-in: the emulator never calls Anthropic
+PLACEHOLDERS = {"ANTHROPIC_API_KEY": PLACEHOLDER_KEY, "OPENAI_API_KEY": "sk-demo", "COHERE_API_KEY": "demo"}
 
 
 def show(title: str, response: httpx.Response) -> None:
@@ -26,6 +29,14 @@ def show(title: str, response: httpx.Response) -> None:
 
 
 def main() -> int:
+    print("$ reconciler validate --manifests manifests")
+    validated = subprocess.run(
+        [sys.executable, "-m", "reconciler", "validate", "--manifests", "manifests"],
+        env={**os.environ, **PLACEHOLDERS},
+        check=False,
+    )
+    if validated.returncode != 0:
+        return validated.returncode
     process = subprocess.Popen(
         [sys.executable, "-m", "reconciler", "emulator", "--port", "0", "--deploy-seconds", "3"],
         stdout=subprocess.PIPE,
