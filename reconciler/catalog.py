@@ -1605,3 +1605,38 @@ BUILTIN_MODELS: dict[str, BuiltinModel] = {
 def default_elser_model(linux_x86: bool) -> str:
     """The ELSER model id the server picks: the optimised one on homogeneous linux-x86_64 ML nodes."""
     return ELSER_MODEL_X86 if linux_x86 else ELSER_MODEL
+
+
+# ---------------------------------------------------------------------------------------------
+# What `_update` can change in place (reference §6)
+
+_UPDATE_ARRIVED = Since((8, 17), (9, 0))
+_NEWEST_UPDATE = Since((9, 5))
+
+
+def updatable_in_place(service: Service, task_type: str, path: str, version: Version) -> bool:
+    """Whether `_update` can change this dotted path on this version; anything else is a replace.
+
+    From 8.17: secrets, task_settings, and num_allocations of in-cluster endpoints. From 9.5 also
+    chunking_settings, adaptive_allocations and the service settings the newest parser merges.
+    """
+    if not _UPDATE_ARRIVED.covers(version):
+        return False
+    section, _, rest = path.partition(".")
+    name = rest.split(".")[0]
+    newest = _NEWEST_UPDATE.covers(version)
+    if section == "task_settings":
+        return not service.deploys_model or newest
+    if section == "chunking_settings":
+        return newest and chunking_applies(task_type)
+    if section != "service_settings":
+        return False
+    fields = {f.name: f for f in service.settings(task_type, version)}
+    spec = fields.get(name)
+    if spec is None:
+        return False
+    if spec.secret:
+        return True
+    if service.deploys_model:
+        return name == "num_allocations" or (newest and name == "adaptive_allocations")
+    return newest and spec.updatable

@@ -141,3 +141,20 @@ def serve_emulator() -> Iterator[Callable[..., Served]]:
     yield start
     for served in started:
         stop_emulator(served)
+
+
+# -- canary secrets ----------------------------------------------------------------------------
+
+# Tests pass secrets whose values contain "canary" through every command; none may ever reach what
+# a test prints or logs. This hook fails any test whose captured stdout, stderr or log holds one.
+CANARY_MARK = "canary"
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    outcome = yield
+    report = outcome.get_result()
+    leaked = [t for t, content in report.sections if t.endswith(report.when) and CANARY_MARK in content]
+    if leaked:
+        report.outcome = "failed"
+        report.longrepr = f"a canary secret appeared in {', '.join(leaked)}"

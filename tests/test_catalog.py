@@ -9,6 +9,7 @@ import pytest
 
 from reconciler import catalog
 from reconciler.catalog import Kind, Since, Version
+from reconciler.emulator.cluster import secret_digest
 from tests import openapi
 from tests.conftest import Es
 
@@ -306,3 +307,73 @@ def test_problems_carry_paths_for_the_validator() -> None:
         ("SECRETS", "service_settings.api_key"),
         ("UNKNOWN", "service_settings.extra"),
     ]
+
+
+# -- _update: the catalog's answer agrees with the emulator's --------------------------------
+
+UPDATE_CASES = [
+    # (version, service, task type, create body, path, new value)
+    ("anthropic", "completion", "task_settings.max_tokens", 99),
+    ("anthropic", "completion", "service_settings.api_key", "rotated"),
+    ("anthropic", "completion", "service_settings.model_id", "other-model"),
+    ("anthropic", "completion", "service_settings.rate_limit", {"requests_per_minute": 9}),
+    (
+        "openai",
+        "text_embedding",
+        "chunking_settings",
+        {"strategy": "word", "max_chunk_size": 100, "overlap": 10},
+    ),
+    ("openai", "text_embedding", "service_settings.dimensions", 256),
+    ("elasticsearch", "text_embedding", "service_settings.num_allocations", 2),
+    ("elasticsearch", "text_embedding", "service_settings.num_threads", 2),
+    (
+        "elasticsearch",
+        "text_embedding",
+        "service_settings.adaptive_allocations",
+        {"enabled": True, "max_number_of_allocations": 3},
+    ),
+]
+BODIES: dict[str, dict[str, Any]] = {
+    "anthropic": {
+        "service": "anthropic",
+        "service_settings": {"api_key": "k", "model_id": "m"},
+        "task_settings": {"max_tokens": 5},
+    },
+    "openai": {
+        "service": "openai",
+        "service_settings": {"api_key": "k", "model_id": "text-embedding-3-small"},
+    },
+    "elasticsearch": {
+        "service": "elasticsearch",
+        "service_settings": {"model_id": ".multilingual-e5-small", "num_threads": 1, "num_allocations": 1},
+    },
+}
+
+
+@pytest.mark.parametrize("version", ["8.19.3", "9.0.4", "9.5.0"])
+@pytest.mark.parametrize(("service", "task_type", "path", "value"), UPDATE_CASES)
+async def test_updatable_in_place_agrees_with_the_emulator(
+    make_es: Any, version: str, service: str, task_type: str, path: str, value: Any
+) -> None:
+    """An in-place change the catalog allows is applied by _update; one it forbids is not."""
+    es: Es = await make_es(version=version)
+    assert (await es.put(f"/_inference/{task_type}/e", json=BODIES[service])).status_code == 200
+    section, _, name = path.partition(".")
+    update: dict[str, Any] = {section: {name: value} if name else value}
+    if (
+        section == "service_settings"
+        and service != "elasticsearch"
+        and Version.parse(version) < Version(9, 5)
+    ):
+        update[section].setdefault("api_key", "k")  # up to 9.4 service_settings are read as new secrets
+    response = await es.put(f"/_inference/{task_type}/e/_update", json=update)
+    stored = es.cluster.endpoints["e"]
+    if name == "api_key":
+        now = stored.secret_digests["api_key"] == secret_digest(value)
+    elif name:
+        now = getattr(stored, section).get(name) == value
+    else:
+        now = getattr(stored, section) == value
+    applied = response.status_code == 200 and now
+    expected = catalog.updatable_in_place(catalog.SERVICES[service], task_type, path, Version.parse(version))
+    assert applied == expected, response.text

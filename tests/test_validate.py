@@ -625,3 +625,80 @@ def test_syntax_errors_point_at_the_parsers_line(tmp_path: Path) -> None:
     result = run(tmp_path, {"m.yaml": text})
     assert result.exit_code == 1
     assert "m.yaml:5: YAML syntax error" in result.stdout
+
+
+# -- the validator and Elasticsearch agree -----------------------------------------------------
+
+# Cases whose error is one Elasticsearch makes too (the others are the tool's own rules: YAML,
+# the manifest format, references, literal secrets, lifecycle, wait).
+REFUSED_BY_ELASTICSEARCH = [
+    c
+    for c in CASES
+    if c[0].startswith(
+        (
+            "id-",
+            "task-type",
+            "unknown-task-type",
+            "unknown-service",
+            "service-case",
+            "wrong-type",
+            "missing-required",
+            "unknown-setting",
+            "unknown-task-setting",
+            "setting-of",
+            "empty-",
+            "not-positive",
+            "bad-enum",
+            "rate-limit",
+            "bedrock",
+            "azure",
+            "in-cluster",
+            "chunking",
+            "missing-secret-setting",
+        )
+    )
+]
+
+
+EXAMPLE_TEXTS = {
+    p.name: p.read_text() for p in sorted((Path(__file__).resolve().parents[1] / "manifests").glob("*.yaml"))
+}
+
+
+def _request(text: str) -> tuple[str, dict[str, Any]]:
+    import yaml
+
+    data = yaml.safe_load(text.replace("${KEY}", "placeholder").replace("${OTHER}", "placeholder"))
+    path = f"/_inference/{data.pop('task_type')}/{data.pop('inference_id')}"
+    return path, data
+
+
+@pytest.mark.parametrize(
+    ("text", "path", "message"),
+    [c[1:] for c in REFUSED_BY_ELASTICSEARCH],
+    ids=[c[0] for c in REFUSED_BY_ELASTICSEARCH],
+)
+async def test_the_emulator_refuses_what_the_validator_refuses(
+    make_es: Any, text: str, path: str, message: str
+) -> None:
+    es = await make_es()
+    url, body = _request(text)
+    response = await es.client.put(url.replace(" ", "%20"), json=body)
+    assert 400 <= response.status_code < 500, response.text
+
+
+async def test_the_emulator_accepts_what_the_validator_accepts(make_es: Any) -> None:
+    import yaml
+
+    for version in ("8.19.3", "9.5.0"):
+        es = await make_es(version=version)
+        for name, text in EXAMPLE_TEXTS.items():
+            data = yaml.safe_load(text)
+            for section in ("lifecycle", "wait"):
+                data.pop(section, None)
+            if "api_key" in data["service_settings"]:
+                data["service_settings"]["api_key"] = "placeholder"
+            url = f"/_inference/{data.pop('task_type')}/{data.pop('inference_id')}"
+            response = await es.put(url, json=data)
+            assert response.status_code == 200, (name, response.text)
+    assert len(REFUSED_BY_ELASTICSEARCH) >= 40
