@@ -2,8 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+import functools
+import inspect
+import json
+import os
+import sys
+import typing
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any, TypeVar
 
 import typer
 
@@ -137,7 +146,6 @@ VersionOption = Annotated[
 @app.command()
 def validate(manifests: ManifestsOption = Path("manifests"), es_version: VersionOption = "9.5") -> None:
     """Check the manifests offline, reporting every error as file:line: field.path: message."""
-    import os
 
     from reconciler.catalog import Version, supported
     from reconciler.manifests import load
@@ -174,6 +182,351 @@ def schema() -> None:
     from reconciler.model import json_schema
 
     typer.echo(json.dumps(json_schema(), indent=2))
+
+
+# -- options shared by the commands that talk to a cluster --------------------------------------
+
+
+@dataclass(frozen=True)
+class Common:
+    """The connection, state and output options of a cluster command."""
+
+    url: str | None
+    api_key: str | None
+    username: str | None
+    password: str | None
+    bearer_token: str | None
+    ca_cert: str | None
+    insecure: bool
+    state: str
+    workspace: str
+    log_format: str
+    no_color: bool
+
+    def connection(self) -> Any:
+        from reconciler.client import Connection
+
+        urls = tuple(
+            u.strip().rstrip("/") for u in (self.url or "http://localhost:9200").split(",") if u.strip()
+        )
+        try:
+            return Connection(
+                urls=urls,
+                api_key=self.api_key,
+                username=self.username,
+                password=self.password,
+                bearer_token=self.bearer_token,
+                ca_cert=self.ca_cert,
+                insecure=self.insecure,
+            )
+        except ValueError as error:
+            raise typer.BadParameter(str(error)) from None
+
+    def color(self) -> bool:
+        return not self.no_color and sys.stdout.isatty()
+
+
+_COMMON: dict[str, tuple[Any, Any]] = {
+    "url": (
+        Annotated[
+            str | None,
+            typer.Option(
+                envvar=["ELASTICSEARCH_URL", "ELASTICSEARCH_ENDPOINTS", "ES_URL"],
+                help="Elasticsearch URL; several comma-separated are tried in order. [default: http://localhost:9200]",
+                show_envvar=True,
+            ),
+        ],
+        None,
+    ),
+    "api_key": (
+        Annotated[
+            str | None,
+            typer.Option(
+                envvar=["ELASTICSEARCH_API_KEY", "ES_API_KEY"],
+                help="API key (Authorization: ApiKey).",
+                show_default=False,
+            ),
+        ],
+        None,
+    ),
+    "username": (
+        Annotated[str | None, typer.Option(envvar="ELASTICSEARCH_USERNAME", help="Basic auth user.")],
+        None,
+    ),
+    "password": (
+        Annotated[
+            str | None,
+            typer.Option(envvar="ELASTICSEARCH_PASSWORD", help="Basic auth password.", show_default=False),
+        ],
+        None,
+    ),
+    "bearer_token": (
+        Annotated[
+            str | None,
+            typer.Option(envvar="ELASTICSEARCH_BEARER_TOKEN", help="Bearer token.", show_default=False),
+        ],
+        None,
+    ),
+    "ca_cert": (
+        Annotated[
+            str | None, typer.Option(envvar="ELASTICSEARCH_CA_CERT", help="CA certificate (PEM) to trust.")
+        ],
+        None,
+    ),
+    "insecure": (
+        Annotated[
+            bool,
+            typer.Option(envvar="ELASTICSEARCH_INSECURE", help="Do not verify TLS certificates (warns)."),
+        ],
+        False,
+    ),
+    "state": (
+        Annotated[
+            str, typer.Option(envvar="RECONCILER_STATE", help="Where the state lives: cluster, or file:PATH.")
+        ],
+        "cluster",
+    ),
+    "workspace": (
+        Annotated[
+            str,
+            typer.Option(envvar="RECONCILER_WORKSPACE", help="State workspace (one state per workspace)."),
+        ],
+        "default",
+    ),
+    "log_format": (
+        Annotated[str, typer.Option(envvar="RECONCILER_LOG_FORMAT", help="Logs on stderr: console or json.")],
+        "console",
+    ),
+    "no_color": (
+        Annotated[bool, typer.Option("--no-color", envvar="NO_COLOR", help="No colours in the output.")],
+        False,
+    ),
+}
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def cluster_command(func: F) -> F:
+    """Give a command the shared options; it receives them as `common: Common`."""
+    signature = inspect.signature(func)
+    hints = typing.get_type_hints(func, include_extras=True)
+    own = [p.replace(annotation=hints[name]) for name, p in signature.parameters.items() if name != "common"]
+    extra = [
+        inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation)
+        for name, (annotation, default) in _COMMON.items()
+    ]
+
+    @functools.wraps(func)
+    def wrapper(**kwargs: Any) -> Any:
+        common = Common(**{name: kwargs.pop(name) for name in _COMMON})
+        if common.log_format not in ("console", "json"):
+            raise typer.BadParameter("console or json", param_hint="--log-format")
+        _configure_logging(common.log_format)
+        return func(common=common, **kwargs)
+
+    wrapper.__signature__ = signature.replace(parameters=[*own, *extra])  # type: ignore[attr-defined]
+    wrapper.__annotations__ = {p.name: p.annotation for p in [*own, *extra]}
+    return wrapper  # type: ignore[return-value]
+
+
+def _configure_logging(log_format: str) -> None:
+    import logging
+
+    import structlog
+
+    renderer: Any = (
+        structlog.processors.JSONRenderer()
+        if log_format == "json"
+        else structlog.dev.ConsoleRenderer(colors=False)
+    )
+    structlog.configure(
+        processors=[
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso"),
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(logging.INFO),
+        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        cache_logger_on_first_use=False,
+    )
+
+
+def _log() -> Any:
+    import structlog
+
+    return structlog.get_logger("reconciler")
+
+
+T = TypeVar("T")
+
+
+def _run(coroutine: Coroutine[Any, Any, T]) -> T:
+    """Run a command body; Elasticsearch and state errors become a message and exit code 1."""
+    from reconciler.client import ElasticsearchError
+    from reconciler.plan import PlanFormatError
+    from reconciler.session import UnsupportedVersionError
+    from reconciler.state import StateError
+
+    try:
+        return asyncio.run(coroutine)
+    except (ElasticsearchError, StateError, UnsupportedVersionError, PlanFormatError) as error:
+        typer.echo(f"Error: {error}", err=True)
+        raise typer.Exit(1) from None
+
+
+def _client(common: Common) -> Any:
+    from reconciler.client import Elasticsearch
+
+    connection = common.connection()
+    if connection.insecure:
+        _log().warning("tls_verification_disabled", detail="--insecure: certificates are not verified")
+
+    def retried(error: Exception, delay: float) -> None:
+        _log().info("retry", error=str(error), delay=round(delay, 2))
+
+    return Elasticsearch(connection, on_retry=retried)
+
+
+# -- plan, show, drift --------------------------------------------------------------------------
+
+PlanFile = Annotated[
+    Path | None, typer.Option("--out", help="Also write the plan (JSON) to this file, for apply.")
+]
+
+
+@app.command()
+@cluster_command
+def plan(
+    common: Common,
+    manifests: ManifestsOption = Path("manifests"),
+    out: PlanFile = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the plan as JSON.")] = False,
+    as_markdown: Annotated[
+        bool, typer.Option("--markdown", help="Print the plan as Markdown (pull requests).")
+    ] = False,
+    detailed_exitcode: Annotated[
+        bool, typer.Option("--detailed-exitcode", help="Exit 2 when there are changes, 0 when none.")
+    ] = False,
+    target: Annotated[list[str] | None, typer.Option(help="Plan only this endpoint (repeatable).")] = None,
+    replace: Annotated[
+        list[str] | None, typer.Option(help="Replace this endpoint even if unchanged (repeatable).")
+    ] = None,
+    refresh_only: Annotated[
+        bool, typer.Option("--refresh-only", help="Only accept the cluster's current values into the state.")
+    ] = False,
+    destroy: Annotated[
+        bool, typer.Option("--destroy", help="Plan the deletion of every managed endpoint.")
+    ] = False,
+    allow_referenced: Annotated[
+        bool,
+        typer.Option(
+            help="Allow deleting or replacing endpoints that pipelines or indexes use (with force)."
+        ),
+    ] = False,
+) -> None:
+    """Show what apply would change; takes no lock and writes nothing to the cluster."""
+    from reconciler import render
+    from reconciler.planner import Options
+    from reconciler.session import Settings, make_plan, open_backend
+
+    if as_json and as_markdown:
+        raise typer.BadParameter("choose one of --json and --markdown")
+
+    async def body() -> Any:
+        async with _client(common) as es:
+            backend = open_backend(Settings(es.connection, common.state, common.workspace), es)
+            options = Options(frozenset(target or ()), frozenset(replace or ()), refresh_only, destroy)
+            planned, validation, _ = await make_plan(
+                es, backend, manifests, options, allow_referenced=allow_referenced
+            )
+            _log().info("cluster_read", requests=es.requests, endpoints=len(validation.endpoints))
+            return planned, validation
+
+    planned, validation = _run(body())
+    for warning in validation.warnings:
+        typer.echo(f"{warning.file}:{warning.line}: {warning.path}: warning: {warning.message}", err=True)
+    if planned is None:
+        for problem in validation.errors:
+            typer.echo(str(problem), err=True)
+        raise typer.Exit(1)
+    if out is not None:
+        out.write_text(planned.dumps())
+    if as_json:
+        typer.echo(planned.dumps(), nl=False)
+    elif as_markdown:
+        typer.echo(render.markdown(planned), nl=False)
+    else:
+        typer.echo(render.human(planned, color=common.color()), nl=False)
+    if planned.errors:
+        raise typer.Exit(1)
+    if detailed_exitcode and planned.has_changes:
+        raise typer.Exit(2)
+
+
+@app.command()
+def show(
+    planfile: Annotated[Path, typer.Argument(help="A plan saved with plan --out.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the plan as JSON.")] = False,
+    no_color: Annotated[bool, typer.Option(envvar="NO_COLOR", help="No colours in the output.")] = False,
+) -> None:
+    """Print a saved plan."""
+    from reconciler import render
+    from reconciler.plan import Plan, PlanFormatError
+
+    try:
+        planned = Plan.loads(planfile.read_text())
+    except (OSError, PlanFormatError) as error:
+        typer.echo(f"Error: {planfile}: {error}", err=True)
+        raise typer.Exit(1) from None
+    if as_json:
+        typer.echo(planned.dumps(), nl=False)
+    else:
+        typer.echo(render.human(planned, color=not no_color and sys.stdout.isatty()), nl=False)
+
+
+@app.command()
+@cluster_command
+def drift(
+    common: Common,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the findings as JSON.")] = False,
+    as_markdown: Annotated[bool, typer.Option("--markdown", help="Print the findings as Markdown.")] = False,
+) -> None:
+    """Compare the cluster with what was last applied; exit 2 when it has moved away."""
+    from reconciler import planner, render
+    from reconciler.session import Settings, open_backend, read_cluster
+
+    async def body() -> Any:
+        async with _client(common) as es:
+            backend = open_backend(Settings(es.connection, common.state, common.workspace), es)
+            cluster = await read_cluster(es, backend)
+            return cluster, es.url
+
+    cluster, url = _run(body())
+    state = cluster.state
+    findings = planner.drift(cluster.endpoints, state) if state is not None else []
+    checked = len(state.endpoints) if state is not None else 0
+    if as_json:
+        document = {
+            "format_version": 1,
+            "cluster": {
+                "url": url,
+                "version": cluster.info["version"]["number"],
+                "cluster_uuid": cluster.info.get("cluster_uuid"),
+            },
+            "findings": [f.to_json() for f in findings],
+            "summary": {
+                "endpoints_checked": checked,
+                "endpoints_drifted": len({f.inference_id for f in findings}),
+                "findings": len(findings),
+            },
+        }
+        typer.echo(json.dumps(document, indent=2))
+    elif as_markdown:
+        typer.echo(render.drift_markdown(findings, checked), nl=False)
+    else:
+        typer.echo(render.drift_human(findings, checked), nl=False)
+    if findings:
+        raise typer.Exit(2)
 
 
 def main() -> None:

@@ -259,6 +259,7 @@ class _Checker:
         self.resolver = resolver
         self.errors: list[ManifestError] = []
         self.warnings: list[ManifestError] = []
+        self.secret_references: dict[str, str] = {}
 
     def error(self, path: str, message: str) -> None:
         self.errors.append(ManifestError(self.doc.file, self.doc.line_of(path), path, message))
@@ -294,6 +295,7 @@ class _Checker:
             written_service=service.name,
             service_settings=settings,
             secrets=secrets,
+            secret_references=self.secret_references,
             task_settings=resolved.get("task_settings"),
             chunking_settings=resolved.get("chunking_settings"),
             lifecycle=manifest.lifecycle,
@@ -410,6 +412,7 @@ class _Checker:
             return REDACTED
         try:
             secrets[key] = Secret(self.resolver.resolve(value))
+            self.secret_references[key] = value
         except BadReferenceError as error:
             self.error(path, str(error))
         return REDACTED

@@ -97,7 +97,8 @@ class Desired:
 
     `service` is the name the server stores (`elser` becomes `elasticsearch`); `service_settings`
     holds no secret: `secrets` maps each secret's path inside service_settings (`api_key`,
-    `secret_parameters.token`) to its value. References are resolved and values normalised
+    `secret_parameters.token`) to its value, `secret_references` to its reference as written.
+    References are resolved and values normalised
     (`temperature: 1` is 1.0 where Elasticsearch wants a Double).
     """
 
@@ -107,6 +108,8 @@ class Desired:
     written_service: str
     service_settings: Mapping[str, Any]
     secrets: Mapping[str, Secret]
+    # Each secret's reference as written (`${ANTHROPIC_API_KEY}`), for plans, which hold no value.
+    secret_references: Mapping[str, str]
     task_settings: Mapping[str, Any] | None
     chunking_settings: Mapping[str, Any] | None
     lifecycle: Lifecycle

@@ -1,0 +1,441 @@
+"""The one module that speaks HTTP to Elasticsearch: connection settings, auth, TLS, retries, errors.
+
+Errors (all `ElasticsearchError`):
+
+    ElasticsearchError            status, Elasticsearch error type and reason (cut short)
+    ├── ApiError                  the server answered with an error status
+    │   └── TransientApiError     429 / 502 / 503 / 504: retried before it is raised
+    └── TransportError            the server could not be reached, or the connection broke
+
+Retries, backoff with jitter and `Retry-After` live in `Elasticsearch.request` and nowhere else.
+A request that may have reached the server (a write whose connection broke after sending) is not
+retried: the caller settles it by reading back (`TransportError.maybe_applied`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import ssl
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+from reconciler import __version__
+
+REASON_LIMIT = 300
+TRANSIENT_STATUSES = frozenset({429, 502, 503, 504})
+
+
+class ElasticsearchError(Exception):
+    """A failed call: the method and path, and what Elasticsearch said (reason cut short)."""
+
+    def __init__(self, method: str, path: str, status: int | None, es_type: str | None, reason: str) -> None:
+        self.method = method
+        self.path = path
+        self.status = status
+        self.es_type = es_type
+        self.reason = reason if len(reason) <= REASON_LIMIT else reason[:REASON_LIMIT] + "…"
+        super().__init__(self.describe())
+
+    def describe(self) -> str:
+        status = f"{self.status} " if self.status is not None else ""
+        kind = f"{self.es_type}: " if self.es_type else ""
+        return f"{self.method} {self.path}: {status}{kind}{self.reason}"
+
+
+class ApiError(ElasticsearchError):
+    """The server answered with an error status."""
+
+
+class TransientApiError(ApiError):
+    """429, 502, 503 or 504: the request was not applied and may be sent again."""
+
+    def __init__(self, *args: Any, retry_after: float | None = None) -> None:
+        super().__init__(*args)
+        self.retry_after = retry_after
+
+
+class TransportError(ElasticsearchError):
+    """No answer: unreachable, timed out, or the connection broke."""
+
+    def __init__(self, method: str, path: str, reason: str, *, maybe_applied: bool) -> None:
+        super().__init__(method, path, None, None, reason)
+        self.maybe_applied = maybe_applied
+
+
+@dataclass(frozen=True)
+class Connection:
+    """Where the cluster is and how to authenticate (DESIGN.md §4)."""
+
+    urls: tuple[str, ...] = ("http://localhost:9200",)
+    api_key: str | None = None
+    username: str | None = None
+    password: str | None = None
+    bearer_token: str | None = None
+    ca_cert: str | None = None
+    insecure: bool = False
+    timeout: float = 30.0
+
+    def __post_init__(self) -> None:
+        kinds = [
+            k
+            for k, v in (
+                ("api key", self.api_key),
+                ("basic", self.username),
+                ("bearer token", self.bearer_token),
+            )
+            if v
+        ]
+        if len(kinds) > 1:
+            raise ValueError(f"give one way to authenticate, not {' and '.join(kinds)}")
+        if self.username is not None and self.password is None:
+            raise ValueError("--username needs --password (or ELASTICSEARCH_PASSWORD)")
+        if not self.urls:
+            raise ValueError("no Elasticsearch URL")
+
+    def __repr__(self) -> str:
+        # Credentials never show: this object reaches logs and exceptions.
+        return f"Connection(urls={self.urls!r}, auth={self.auth_kind()}, insecure={self.insecure})"
+
+    def auth_kind(self) -> str:
+        if self.api_key:
+            return "api-key"
+        if self.username:
+            return "basic"
+        if self.bearer_token:
+            return "bearer"
+        return "none"
+
+    def headers(self) -> dict[str, str]:
+        headers = {"Accept": "application/json", "User-Agent": f"reconciler/{__version__}"}
+        if self.api_key:
+            headers["Authorization"] = f"ApiKey {self.api_key}"
+        elif self.bearer_token:
+            headers["Authorization"] = f"Bearer {self.bearer_token}"
+        return headers
+
+    def verify(self) -> ssl.SSLContext | bool:
+        if self.insecure:
+            return False
+        if self.ca_cert:
+            return ssl.create_default_context(cafile=self.ca_cert)
+        return True
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Exponential backoff with full jitter, honouring Retry-After, up to `attempts` tries."""
+
+    attempts: int = 4
+    base: float = 0.25
+    cap: float = 8.0
+    rng: random.Random = field(default_factory=random.Random, compare=False)
+
+    def delay(self, attempt: int, retry_after: float | None) -> float:
+        backoff = self.rng.uniform(0, min(self.cap, self.base * 2**attempt))
+        return max(backoff, min(retry_after, self.cap * 4)) if retry_after is not None else backoff
+
+
+@dataclass(frozen=True)
+class Response:
+    status: int
+    body: Any
+
+
+Sleep = Callable[[float], Awaitable[None]]
+
+
+class Elasticsearch:
+    """The calls the tool makes, over one pooled async connection."""
+
+    def __init__(
+        self,
+        connection: Connection,
+        *,
+        transport: httpx.AsyncBaseTransport | None = None,
+        retry: RetryPolicy | None = None,
+        sleep: Sleep = asyncio.sleep,
+        on_retry: Callable[[ElasticsearchError, float], None] | None = None,
+    ) -> None:
+        self.connection = connection
+        self.retry = retry or RetryPolicy()
+        self._sleep = sleep
+        self._on_retry = on_retry
+        self._url_index = 0
+        self.requests = 0  # HTTP requests sent, retries included (for logs and benchmarks)
+        auth = (
+            httpx.BasicAuth(connection.username, connection.password or "") if connection.username else None
+        )
+        self._http = httpx.AsyncClient(
+            headers=connection.headers(),
+            auth=auth,
+            verify=connection.verify(),
+            timeout=connection.timeout,
+            transport=transport,
+            limits=httpx.Limits(max_connections=64, max_keepalive_connections=64),
+        )
+
+    @property
+    def url(self) -> str:
+        return self.connection.urls[self._url_index]
+
+    async def close(self) -> None:
+        await self._http.aclose()
+
+    async def __aenter__(self) -> Elasticsearch:
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.close()
+
+    # -- the one request function --------------------------------------------------------------
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, str] | None = None,
+        body: Any = None,
+        ok: Sequence[int] = (),
+        idempotent: bool | None = None,
+    ) -> Response:
+        """Send a request, retrying transient failures; statuses in `ok` are answers, not errors."""
+        idempotent = method in ("GET", "HEAD") if idempotent is None else idempotent
+        attempt = 0
+        while True:
+            try:
+                return await self._send(method, path, params, body, ok, idempotent)
+            except (TransientApiError, TransportError) as error:
+                retry_after = error.retry_after if isinstance(error, TransientApiError) else None
+                retryable = isinstance(error, TransientApiError) or not error.maybe_applied
+                attempt += 1
+                if not retryable or attempt >= self.retry.attempts:
+                    raise
+                delay = self.retry.delay(attempt, retry_after)
+                if self._on_retry is not None:
+                    self._on_retry(error, delay)
+                await self._sleep(delay)
+
+    async def _send(
+        self,
+        method: str,
+        path: str,
+        params: Mapping[str, str] | None,
+        body: Any,
+        ok: Sequence[int],
+        idempotent: bool,
+    ) -> Response:
+        last: TransportError | None = None
+        for _ in self.connection.urls:
+            self.requests += 1
+            try:
+                response = await self._http.request(method, self.url + path, params=params, json=body)
+            except httpx.ConnectError as error:
+                # Never reached the server: try the next URL (ELASTICSEARCH_ENDPOINTS).
+                last = TransportError(
+                    method, path, f"cannot connect to {self.url}: {error}", maybe_applied=False
+                )
+                self._url_index = (self._url_index + 1) % len(self.connection.urls)
+                continue
+            except httpx.TimeoutException as error:
+                raise TransportError(
+                    method, path, f"timed out: {type(error).__name__}", maybe_applied=not idempotent
+                ) from None
+            except httpx.TransportError as error:
+                raise TransportError(
+                    method, path, f"connection broke: {error}", maybe_applied=not idempotent
+                ) from None
+            return _answer(method, path, response, ok)
+        assert last is not None
+        raise last
+
+    # -- Elasticsearch calls -------------------------------------------------------------------
+
+    async def info(self) -> dict[str, Any]:
+        body: dict[str, Any] = (await self.request("GET", "/")).body
+        return body
+
+    async def endpoints(self) -> list[dict[str, Any]]:
+        """Every endpoint, preconfigured ones included: one request however many there are."""
+        body = (await self.request("GET", "/_inference/_all")).body
+        endpoints: list[dict[str, Any]] = body.get("endpoints", body.get("models", []))
+        return endpoints
+
+    async def endpoint(self, inference_id: str) -> dict[str, Any] | None:
+        response = await self.request("GET", f"/_inference/{_id(inference_id)}", ok=(404,))
+        if response.status == 404:
+            return None
+        found: list[dict[str, Any]] = response.body.get("endpoints", [])
+        return found[0] if found else None
+
+    async def deployment_stats(self, deployment_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """deployment_stats of each deployment id found (absent ones are left out), in one request."""
+        wanted = sorted(set(deployment_ids))
+        if not wanted:
+            return {}
+        # Long id lists ask for everything instead: a URL has limits, the stats API has `size`.
+        many = len(wanted) > 100
+        path = (
+            "/_ml/trained_models/_stats"
+            if many
+            else f"/_ml/trained_models/{','.join(map(_id, wanted))}/_stats"
+        )
+        params = {"size": "10000"} if many else None
+        response = await self.request("GET", path, params=params, ok=(404,))
+        if response.status == 404:
+            missing = _missing_ids(response.body)
+            rest = [i for i in wanted if i not in missing]
+            if not rest or not missing:
+                return {}
+            response = await self.request(
+                "GET", f"/_ml/trained_models/{','.join(map(_id, rest))}/_stats", ok=(404,)
+            )
+            if response.status == 404:
+                return {}
+        found: dict[str, dict[str, Any]] = {}
+        for entry in response.body.get("trained_model_stats", []):
+            stats = entry.get("deployment_stats")
+            if stats is not None and stats.get("deployment_id") in wanted:
+                found[stats["deployment_id"]] = stats
+        return found
+
+    async def references(self, inference_id: str, task_type: str) -> dict[str, list[str]]:
+        """Pipelines and indexes that use the endpoint (DELETE ?dry_run=true changes nothing)."""
+        response = await self.request(
+            "DELETE",
+            f"/_inference/{task_type}/{_id(inference_id)}",
+            params={"dry_run": "true"},
+            ok=(404,),
+            idempotent=True,
+        )
+        if response.status == 404:
+            return {"pipelines": [], "indexes": []}
+        return {
+            "pipelines": list(response.body.get("pipelines", [])),
+            "indexes": list(response.body.get("indexes", [])),
+        }
+
+    async def put_endpoint(
+        self, task_type: str, inference_id: str, body: Mapping[str, Any], wait_for: str | None = None
+    ) -> Response:
+        params = {"timeout": wait_for} if wait_for else None
+        return await self.request(
+            "PUT", f"/_inference/{task_type}/{_id(inference_id)}", params=params, body=dict(body), ok=(408,)
+        )
+
+    async def update_endpoint(self, task_type: str, inference_id: str, body: Mapping[str, Any]) -> Response:
+        return await self.request(
+            "PUT", f"/_inference/{task_type}/{_id(inference_id)}/_update", body=dict(body)
+        )
+
+    async def delete_endpoint(self, task_type: str, inference_id: str, *, force: bool = False) -> Response:
+        params = {"force": "true"} if force else None
+        return await self.request(
+            "DELETE",
+            f"/_inference/{task_type}/{_id(inference_id)}",
+            params=params,
+            ok=(404,),
+            idempotent=True,
+        )
+
+    # -- documents (the cluster state backend) -------------------------------------------------
+
+    async def get_document(self, index: str, doc_id: str) -> tuple[dict[str, Any], int, int] | None:
+        """(source, seq_no, primary_term), or None when the document or the index is missing."""
+        response = await self.request("GET", f"/{index}/_doc/{_id(doc_id)}", ok=(404,))
+        if response.status == 404 or not response.body.get("found"):
+            return None
+        body = response.body
+        return body["_source"], body["_seq_no"], body["_primary_term"]
+
+    async def put_document(
+        self,
+        index: str,
+        doc_id: str,
+        source: Mapping[str, Any],
+        *,
+        expect: tuple[int, int] | None,
+        create: bool = False,
+    ) -> tuple[int, int] | None:
+        """Write with optimistic concurrency; returns the new (seq_no, primary_term), None on conflict."""
+        params = {"refresh": "true"}
+        if create:
+            params["op_type"] = "create"
+        elif expect is not None:
+            params.update(if_seq_no=str(expect[0]), if_primary_term=str(expect[1]))
+        response = await self.request(
+            "PUT", f"/{index}/_doc/{_id(doc_id)}", params=params, body=dict(source), ok=(409,)
+        )
+        if response.status == 409:
+            return None
+        return response.body["_seq_no"], response.body["_primary_term"]
+
+    async def delete_document(
+        self, index: str, doc_id: str, *, expect: tuple[int, int] | None = None
+    ) -> bool:
+        """Delete; False when it was not there or had moved on (conflict)."""
+        params = {"refresh": "true"}
+        if expect is not None:
+            params.update(if_seq_no=str(expect[0]), if_primary_term=str(expect[1]))
+        response = await self.request(
+            "DELETE", f"/{index}/_doc/{_id(doc_id)}", params=params, ok=(404, 409), idempotent=True
+        )
+        return response.status == 200
+
+    async def ensure_index(self, index: str, body: Mapping[str, Any]) -> None:
+        response = await self.request("PUT", f"/{index}", body=dict(body), ok=(400,), idempotent=True)
+        if response.status == 400 and _error_type(response.body) != "resource_already_exists_exception":
+            raise _api_error("PUT", f"/{index}", response.status, response.body)
+
+
+def _id(value: str) -> str:
+    return quote(value, safe="")
+
+
+def _error_type(body: Any) -> str | None:
+    error = body.get("error") if isinstance(body, dict) else None
+    return error.get("type") if isinstance(error, dict) else None
+
+
+def _missing_ids(body: Any) -> set[str]:
+    error = body.get("error") if isinstance(body, dict) else None
+    reason = error.get("reason", "") if isinstance(error, dict) else ""
+    prefix = "No known trained model with model_id ["
+    if not reason.startswith(prefix):
+        return set()
+    return set(reason[len(prefix) :].rstrip("]").split(","))
+
+
+def _api_error(method: str, path: str, status: int, body: Any, retry_after: float | None = None) -> ApiError:
+    error = body.get("error") if isinstance(body, dict) else None
+    if isinstance(error, dict):
+        es_type, reason = error.get("type"), str(error.get("reason", ""))
+    else:
+        es_type, reason = None, str(error if error is not None else body)[:REASON_LIMIT]
+    if status in TRANSIENT_STATUSES and not (status == 429 and es_type == "status_exception"):
+        # A 429 status_exception is a refusal (no ML capacity), not back-pressure.
+        return TransientApiError(method, path, status, es_type, reason, retry_after=retry_after)
+    return ApiError(method, path, status, es_type, reason)
+
+
+def _answer(method: str, path: str, response: httpx.Response, ok: Sequence[int]) -> Response:
+    try:
+        body = response.json() if response.content else None
+    except ValueError:
+        body = response.text
+    if response.status_code < 300 or response.status_code in ok:
+        return Response(response.status_code, body)
+    retry_after = _seconds(response.headers.get("retry-after"))
+    raise _api_error(method, path, response.status_code, body, retry_after)
+
+
+def _seconds(value: str | None) -> float | None:
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return None

@@ -1,0 +1,259 @@
+"""The Plan: an immutable value with a versioned JSON form, rendered for people and executed by apply.
+
+A Plan lists one `Change` per managed endpoint (no-ops included), the unmanaged endpoints it saw,
+the errors that stop it from being applied, and warnings. Fields that explain a change (`reason`,
+`reasons`, `diff`, `replace_paths`, `references`) are for display only: the applier branches on
+`action` alone. `request` is the body apply sends, with each secret as its `${...}` reference;
+`secrets` holds, per secret, that reference and the salted digest planned, so that applying a saved
+plan can tell whether the secret still is the one reviewed. No form of a plan holds a secret value.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from reconciler import __version__
+
+FORMAT_VERSION = 1
+REDACTED = "(sensitive)"
+REDACTED_CHANGED = "(sensitive, changed)"
+
+
+class Action(StrEnum):
+    CREATE = "create"
+    UPDATE = "update"
+    REPLACE = "replace"
+    DELETE = "delete"
+    NO_OP = "no-op"
+    READ = "read"
+
+    @property
+    def symbol(self) -> str:
+        return {"create": "+", "update": "~", "replace": "-/+", "delete": "-", "no-op": " ", "read": "<="}[
+            self.value
+        ]
+
+
+# The primary reason is the first of these that applies (DESIGN.md §8).
+REASONS = (
+    "forced",
+    "tainted",
+    "missing-from-cluster",
+    "removed-from-manifests",
+    "destroy",
+    "new",
+    "manifest-changed",
+    "drift",
+    "secret-rotated",
+    "secret-unknown",
+)
+
+
+def primary_reason(reasons: Sequence[str]) -> str | None:
+    ordered = [r for r in REASONS if r in reasons]
+    return ordered[0] if ordered else None
+
+
+@dataclass(frozen=True)
+class DiffEntry:
+    path: str
+    before: Any
+    after: Any
+
+
+@dataclass(frozen=True)
+class PlannedSecret:
+    """A secret as a plan may hold it: where it comes from and the digest it had when planned."""
+
+    reference: str
+    digest: str
+
+
+@dataclass(frozen=True)
+class Change:
+    inference_id: str
+    task_type: str
+    service: str
+    action: Action
+    reasons: tuple[str, ...] = ()
+    before: Mapping[str, Any] | None = None
+    after: Mapping[str, Any] | None = None
+    diff: tuple[DiffEntry, ...] = ()
+    replace_paths: tuple[str, ...] = ()
+    references: Mapping[str, tuple[str, ...]] = field(
+        default_factory=lambda: {"pipelines": (), "indexes": ()}
+    )
+    wait: bool = False
+    wait_timeout: float | None = None
+    fingerprint: str | None = None
+    request: Mapping[str, Any] | None = None
+    secrets: Mapping[str, PlannedSecret] = field(default_factory=dict)
+    lifecycle: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def reason(self) -> str | None:
+        return primary_reason(self.reasons)
+
+    @property
+    def referenced(self) -> bool:
+        return any(self.references.get(kind) for kind in ("pipelines", "indexes"))
+
+
+@dataclass(frozen=True)
+class Unmanaged:
+    inference_id: str
+    task_type: str
+    service: str
+    preconfigured: bool
+
+
+@dataclass(frozen=True)
+class Plan:
+    cluster: Mapping[str, Any]
+    state: Mapping[str, Any]
+    changes: tuple[Change, ...]
+    unmanaged: tuple[Unmanaged, ...] = ()
+    errors: tuple[str, ...] = ()
+    warnings: tuple[str, ...] = ()
+    tool_version: str = __version__
+    format_version: int = FORMAT_VERSION
+
+    def summary(self) -> dict[str, int]:
+        counts = {a.value.replace("-", "_"): 0 for a in Action}
+        for change in self.changes:
+            counts[change.action.value.replace("-", "_")] += 1
+        return counts
+
+    @property
+    def has_changes(self) -> bool:
+        return any(c.action is not Action.NO_OP for c in self.changes)
+
+    def by_id(self, inference_id: str) -> Change | None:
+        return next((c for c in self.changes if c.inference_id == inference_id), None)
+
+    # -- the JSON form -------------------------------------------------------------------------
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "format_version": self.format_version,
+            "tool_version": self.tool_version,
+            "cluster": dict(self.cluster),
+            "state": dict(self.state),
+            "changes": [_change_to_json(c) for c in self.changes],
+            "summary": self.summary(),
+            "unmanaged": [dict(u.__dict__) for u in self.unmanaged],
+            "errors": list(self.errors),
+            "warnings": list(self.warnings),
+        }
+
+    def dumps(self) -> str:
+        return json.dumps(self.to_json(), indent=2, sort_keys=False) + "\n"
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Plan:
+        version = data.get("format_version")
+        if version != FORMAT_VERSION:
+            raise PlanFormatError(
+                f"plan format_version {version!r} is not supported (this tool reads {FORMAT_VERSION})"
+            )
+        try:
+            return cls(
+                cluster=dict(data["cluster"]),
+                state=dict(data["state"]),
+                changes=tuple(_change_from_json(c) for c in data["changes"]),
+                unmanaged=tuple(Unmanaged(**u) for u in data.get("unmanaged", [])),
+                errors=tuple(data.get("errors", [])),
+                warnings=tuple(data.get("warnings", [])),
+                tool_version=str(data.get("tool_version", "")),
+                format_version=version,
+            )
+        except (KeyError, TypeError, ValueError) as error:
+            raise PlanFormatError(f"not a plan file: {error}") from None
+
+    @classmethod
+    def loads(cls, text: str) -> Plan:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as error:
+            raise PlanFormatError(f"not a plan file: {error}") from None
+        if not isinstance(data, dict):
+            raise PlanFormatError("not a plan file: expected a JSON object")
+        return cls.from_json(data)
+
+
+class PlanFormatError(ValueError):
+    """A plan file this tool cannot read."""
+
+
+def _change_to_json(change: Change) -> dict[str, Any]:
+    return {
+        "inference_id": change.inference_id,
+        "task_type": change.task_type,
+        "service": change.service,
+        "action": change.action.value,
+        "reason": change.reason,
+        "reasons": list(change.reasons),
+        "before": change.before,
+        "after": change.after,
+        "diff": [{"path": d.path, "before": d.before, "after": d.after} for d in change.diff],
+        "replace_paths": list(change.replace_paths),
+        "references": {k: list(v) for k, v in change.references.items()},
+        "wait": change.wait,
+        "wait_timeout": change.wait_timeout,
+        "fingerprint": change.fingerprint,
+        "request": change.request,
+        "secrets": {k: {"reference": s.reference, "digest": s.digest} for k, s in change.secrets.items()},
+        "lifecycle": dict(change.lifecycle),
+    }
+
+
+def _change_from_json(data: Mapping[str, Any]) -> Change:
+    return Change(
+        inference_id=data["inference_id"],
+        task_type=data["task_type"],
+        service=data["service"],
+        action=Action(data["action"]),
+        reasons=tuple(data.get("reasons", [])),
+        before=data.get("before"),
+        after=data.get("after"),
+        diff=tuple(DiffEntry(d["path"], d["before"], d["after"]) for d in data.get("diff", [])),
+        replace_paths=tuple(data.get("replace_paths", [])),
+        references={k: tuple(v) for k, v in data.get("references", {"pipelines": [], "indexes": []}).items()},
+        wait=bool(data.get("wait", False)),
+        wait_timeout=data.get("wait_timeout"),
+        fingerprint=data.get("fingerprint"),
+        request=data.get("request"),
+        secrets={k: PlannedSecret(v["reference"], v["digest"]) for k, v in data.get("secrets", {}).items()},
+        lifecycle=dict(data.get("lifecycle", {})),
+    )
+
+
+# -- fingerprints ------------------------------------------------------------------------------
+
+
+def fingerprint(live: Mapping[str, Any] | None) -> str | None:
+    """A digest of a live endpoint's configuration, blind to what the server changes by itself.
+
+    num_allocations is read back from the deployment on every GET and moves with adaptive
+    allocations and scaling; it is left out whenever adaptive allocations are enabled.
+    """
+    if live is None:
+        return None
+    settings = dict(live.get("service_settings") or {})
+    adaptive = settings.get("adaptive_allocations")
+    if isinstance(adaptive, dict) and adaptive.get("enabled"):
+        settings.pop("num_allocations", None)
+    canonical = {
+        "task_type": live.get("task_type"),
+        "service": live.get("service"),
+        "service_settings": settings,
+        "task_settings": live.get("task_settings") or {},
+        "chunking_settings": live.get("chunking_settings"),
+    }
+    text = json.dumps(canonical, sort_keys=True, separators=(",", ":"))
+    return "sha256:" + hashlib.sha256(text.encode()).hexdigest()[:32]

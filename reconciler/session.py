@@ -1,0 +1,118 @@
+"""Reading what a command works from — manifests, cluster, state — in a constant number of requests.
+
+Part of the command-line shell (with `cli`): it wires the manifest loader, the HTTP client, the
+state backend and the planner. A plan costs GET /, one list of endpoints, one state read, at most
+one batched stats call (only when a tainted endpoint needs its deployment checked), and one
+`DELETE ?dry_run=true` per planned delete or replace — however many endpoints there are.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from reconciler import catalog, planner
+from reconciler.catalog import Version
+from reconciler.client import Connection, Elasticsearch
+from reconciler.manifests import Validation, load
+from reconciler.plan import Plan
+from reconciler.state import Backend, State, backend_for
+
+
+class UnsupportedVersionError(Exception):
+    """The cluster runs a version whose rules the catalog does not describe."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The options every cluster command shares (DESIGN.md §4)."""
+
+    connection: Connection
+    state: str = "cluster"
+    workspace: str = "default"
+    manifests: Path = Path("manifests")
+
+
+@dataclass(frozen=True)
+class Cluster:
+    """One read of the cluster: its identity, version, endpoints and the state."""
+
+    info: Mapping[str, Any]
+    version: Version
+    endpoints: Mapping[str, Mapping[str, Any]]
+    state: State | None
+    token: Any
+
+    def live(self, url: str, deployments: Mapping[str, Mapping[str, Any]] | None = None) -> planner.Live:
+        return planner.Live(
+            endpoints=self.endpoints,
+            version=self.version,
+            deployments=deployments or {},
+            cluster={
+                "url": url,
+                "version": str(self.info["version"]["number"]),
+                "cluster_uuid": self.info.get("cluster_uuid"),
+            },
+        )
+
+
+async def read_cluster(es: Elasticsearch, backend: Backend) -> Cluster:
+    info = await es.info()
+    version = Version.parse(str(info["version"]["number"]))
+    if not catalog.supported(version):
+        raise UnsupportedVersionError(
+            f"Elasticsearch {version} is not supported: this tool knows 8.19 and 9.0 to 9.5"
+        )
+    endpoints, snapshot = await asyncio.gather(es.endpoints(), backend.read())
+    return Cluster(info, version, {e["inference_id"]: e for e in endpoints}, snapshot.state, snapshot.token)
+
+
+def deployment_id(endpoint: Mapping[str, Any]) -> str:
+    return str((endpoint.get("service_settings") or {}).get("deployment_id") or endpoint["inference_id"])
+
+
+async def make_plan(
+    es: Elasticsearch,
+    backend: Backend,
+    manifests: Path,
+    options: planner.Options,
+    *,
+    allow_referenced: bool,
+    env: Mapping[str, str] | None = None,
+) -> tuple[Plan | None, Validation, Cluster]:
+    """Validate the manifests for the cluster's version and plan; no lock is taken, nothing written."""
+    cluster = await read_cluster(es, backend)
+    validation = load(manifests, cluster.version, os.environ if env is None else env)
+    if not validation.ok:
+        return None, validation, cluster
+    state = cluster.state
+    tainted = [
+        cluster.endpoints[i]
+        for i, r in (state.endpoints.items() if state else ())
+        if r.tainted and i in cluster.endpoints
+    ]
+    deployments = await es.deployment_stats([deployment_id(e) for e in tainted]) if tainted else {}
+    planned = planner.plan(validation.endpoints, cluster.live(es.url, deployments), state, options)
+    wanted = planner.needs_references(planned)
+    found = await _references(es, wanted)
+    return planner.with_references(planned, found, allow_referenced), validation, cluster
+
+
+async def _references(
+    es: Elasticsearch, wanted: Sequence[tuple[str, str]]
+) -> dict[str, dict[str, list[str]]]:
+    limit = asyncio.Semaphore(8)
+
+    async def one(inference_id: str, task_type: str) -> tuple[str, dict[str, list[str]]]:
+        async with limit:
+            return inference_id, await es.references(inference_id, task_type)
+
+    return dict(await asyncio.gather(*(one(i, t) for i, t in wanted)))
+
+
+def open_backend(settings: Settings, es: Elasticsearch) -> Backend:
+    return backend_for(settings.state, es, settings.workspace)
