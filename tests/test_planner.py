@@ -1,0 +1,125 @@
+"""The planner against golden cases (tests/planner_cases/*.yaml): desired + live + prior -> changes.
+
+A case gives the manifests now, the manifests and the server's echo at the last apply (from which
+the prior state is built as apply records it), the live endpoints, options, and the expected
+changes, errors, warnings and unmanaged endpoints.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import dataclasses
+
+import pytest
+import yaml
+
+from reconciler.catalog import Version
+from reconciler.manifests import load
+from reconciler.model import Desired
+from reconciler.plan import Action, Plan
+from reconciler.planner import Live, Options, applied_record, plan, with_references
+from reconciler.state import State
+
+CASES = sorted((Path(__file__).parent / "planner_cases").glob("*.yaml"))
+
+
+def desired_from(text: str, env: dict[str, str], version: Version, folder: Path) -> list[Desired]:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "m.yaml").write_text(text)
+    result = load(folder, version, env)
+    assert result.ok, [str(e) for e in result.errors]
+    return list(result.endpoints)
+
+
+def run_case(case: dict[str, Any], folder: Path) -> Plan:
+    version = Version.parse(case["version"])
+    env = case.get("env", {})
+    desired = desired_from(case.get("manifests", ""), env, version, folder / "now")
+    live = {e["inference_id"]: e for e in case.get("live", [])}
+    state = State("lineage-1", 7, "default", "salt")
+    if "applied_manifests" in case:
+        at_apply = desired_from(
+            case["applied_manifests"], case.get("env_at_apply", env), version, folder / "then"
+        )
+        echoes = {e["inference_id"]: e for e in case.get("applied_live", case.get("live", []))}
+        for d in at_apply:
+            echo = echoes.get(d.inference_id) or {
+                "inference_id": d.inference_id,
+                "task_type": d.task_type,
+                "service": d.service,
+            }
+            state = state.with_endpoint(
+                d.inference_id, applied_record(d, echo, state, version, "2026-01-01T00:00:00+00:00")
+            )
+    for inference_id in case.get("tainted", []):
+        state = state.with_endpoint(
+            inference_id, dataclasses.replace(state.endpoints[inference_id], tainted=True)
+        )
+    options = case.get("options", {})
+    planned = plan(
+        desired,
+        Live(live, version, deployments=case.get("deployments", {})),
+        state,
+        Options(
+            targets=frozenset(options.get("targets", ())),
+            replace=frozenset(options.get("replace", ())),
+            refresh_only=options.get("refresh_only", False),
+            destroy=options.get("destroy", False),
+        ),
+    )
+    return with_references(planned, case.get("references", {}), case.get("allow_referenced", False))
+
+
+@pytest.mark.parametrize("path", CASES, ids=[p.stem for p in CASES])
+def test_golden_case(path: Path, tmp_path: Path) -> None:
+    case = yaml.safe_load(path.read_text())
+    planned = run_case(case, tmp_path)
+    got = []
+    for change in planned.changes:
+        entry: dict[str, Any] = {"id": change.inference_id, "action": change.action.value}
+        if change.reasons:
+            entry["reasons"] = list(change.reasons)
+        if change.diff and change.action is not Action.CREATE:
+            entry["diff"] = [d.path for d in change.diff]
+        if change.replace_paths:
+            entry["replace_paths"] = list(change.replace_paths)
+        if change.referenced:
+            entry["references"] = {k: list(v) for k, v in change.references.items()}
+        got.append(entry)
+    assert got == case["expect"], case["description"]
+    expected_errors = case.get("errors", [])
+    assert len(planned.errors) == len(expected_errors), planned.errors
+    for want in expected_errors:
+        assert any(error.startswith(want) for error in planned.errors), (want, planned.errors)
+    if "warnings" in case:
+        assert len(planned.warnings) == case["warnings"]
+    if "unmanaged" in case:
+        assert [u.inference_id for u in planned.unmanaged] == case["unmanaged"]
+    for inference_id, secrets in case.get("after_secrets", {}).items():
+        change = planned.by_id(inference_id)
+        assert change is not None and change.after is not None
+        for key, shown in secrets.items():
+            assert change.after["service_settings"][key] == shown
+
+
+def test_every_action_and_reason_has_a_golden_case(tmp_path: Path) -> None:
+    actions, reasons = set(), set()
+    for path in CASES:
+        planned = run_case(yaml.safe_load(path.read_text()), tmp_path / path.stem)
+        for change in planned.changes:
+            actions.add(change.action.value)
+            reasons.update(change.reasons)
+    assert actions == {a.value for a in Action}
+    from reconciler.plan import REASONS
+
+    assert reasons == set(REASONS)
+
+
+def test_the_plan_json_round_trips_exactly(tmp_path: Path) -> None:
+    for path in CASES:
+        planned = run_case(yaml.safe_load(path.read_text()), tmp_path / path.stem)
+        again = Plan.loads(planned.dumps())
+        assert again == planned
+        assert again.dumps() == planned.dumps()
