@@ -30,9 +30,9 @@ def _value(spec: Field) -> st.SearchStrategy[Any]:
         high = int(spec.maximum) if spec.maximum is not None else 4096
         return st.integers(low, high)
     if spec.kind is Kind.DOUBLE:
-        low = spec.minimum if spec.minimum is not None else 0.0
-        high = spec.maximum if spec.maximum is not None else 2.0
-        return st.floats(low, high, allow_nan=False).map(lambda f: round(f, 3))
+        bottom = spec.minimum if spec.minimum is not None else 0.0
+        top = spec.maximum if spec.maximum is not None else 2.0
+        return st.floats(bottom, top, allow_nan=False).map(lambda f: round(f, 3))
     if spec.kind is Kind.BOOLEAN:
         return st.booleans()
     if spec.kind is Kind.MAP:

@@ -7,10 +7,9 @@ changes, errors, warnings and unmanaged endpoints.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
-
-import dataclasses
 
 import pytest
 import yaml
@@ -98,14 +97,16 @@ def test_golden_case(path: Path, tmp_path: Path) -> None:
     if "unmanaged" in case:
         assert [u.inference_id for u in planned.unmanaged] == case["unmanaged"]
     for inference_id, secrets in case.get("after_secrets", {}).items():
-        change = planned.by_id(inference_id)
-        assert change is not None and change.after is not None
-        for key, shown in secrets.items():
-            assert change.after["service_settings"][key] == shown
+        shown = planned.by_id(inference_id)
+        assert shown is not None
+        assert shown.after is not None
+        for key, text in secrets.items():
+            assert shown.after["service_settings"][key] == text
 
 
 def test_every_action_and_reason_has_a_golden_case(tmp_path: Path) -> None:
-    actions, reasons = set(), set()
+    actions: set[str] = set()
+    reasons: set[str] = set()
     for path in CASES:
         planned = run_case(yaml.safe_load(path.read_text()), tmp_path / path.stem)
         for change in planned.changes:
