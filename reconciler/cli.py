@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import inspect
 import json
 import os
 import sys
+import time
 import typing
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
@@ -527,6 +529,203 @@ def drift(
         typer.echo(render.drift_human(findings, checked), nl=False)
     if findings:
         raise typer.Exit(2)
+
+
+# -- apply and the runbook commands ----------------------------------------------------------
+
+Duration = Annotated[str | None, typer.Option(help="A duration such as 90s, 15m or 1h.")]
+
+
+def _seconds(text: str | None, name: str, default: float) -> float:
+    from reconciler.model import parse_duration
+
+    if text is None:
+        return default
+    try:
+        return parse_duration(text)
+    except ValueError as error:
+        raise typer.BadParameter(str(error), param_hint=name) from None
+
+
+async def _take_lock(backend: Any, operation: str, lock_timeout: float) -> Any:
+    """The state lock, waiting up to lock_timeout for a holder to finish (0: fail at once)."""
+    from reconciler.state import LockHeldError, LockInfo
+
+    deadline = time.monotonic() + lock_timeout
+    while True:
+        try:
+            return await backend.lock(LockInfo.new(operation))
+        except LockHeldError:
+            if time.monotonic() >= deadline:
+                raise
+            await asyncio.sleep(min(1.0, max(deadline - time.monotonic(), 0.05)))
+
+
+async def _keep_alive(backend: Any, lock: Any) -> None:
+    """Renew the lease while the holder works."""
+    while True:
+        await asyncio.sleep(lock.lease / 3)
+        lock = await backend.renew(lock)
+
+
+def _confirm(auto_approve: bool) -> None:
+    if auto_approve:
+        return
+    if not sys.stdin.isatty():
+        typer.echo(
+            "Error: apply without a plan file needs --auto-approve when it does not run on a terminal.",
+            err=True,
+        )
+        raise typer.Exit(1)
+    answer = typer.prompt("Apply these changes? Only 'yes' will be accepted", default="", show_default=False)
+    if answer.strip() != "yes":
+        typer.echo("Apply cancelled.", err=True)
+        raise typer.Exit(1)
+
+
+@app.command()
+@cluster_command
+def apply(
+    common: Common,
+    planfile: Annotated[
+        Path | None, typer.Argument(help="A plan saved with plan --out: apply exactly that.")
+    ] = None,
+    manifests: ManifestsOption = Path("manifests"),
+    auto_approve: Annotated[
+        bool, typer.Option("--auto-approve", help="Do not ask for confirmation.")
+    ] = False,
+    target: Annotated[list[str] | None, typer.Option(help="Apply only this endpoint (repeatable).")] = None,
+    replace: Annotated[
+        list[str] | None, typer.Option(help="Replace this endpoint even if unchanged (repeatable).")
+    ] = None,
+    refresh_only: Annotated[
+        bool, typer.Option("--refresh-only", help="Only accept the cluster's values into the state.")
+    ] = False,
+    destroy: Annotated[bool, typer.Option("--destroy", help="Delete every managed endpoint.")] = False,
+    allow_referenced: Annotated[
+        bool, typer.Option("--allow-referenced", help="Delete or replace endpoints in use (with force).")
+    ] = False,
+    parallelism: Annotated[int, typer.Option(min=1, help="Endpoints changed at once.")] = 8,
+    no_wait: Annotated[
+        bool, typer.Option("--no-wait", help="Do not wait for trained-model deployments.")
+    ] = False,
+    wait_timeout: Duration = None,
+    lock_timeout: Duration = None,
+) -> None:
+    """Make the cluster match the manifests (or the saved plan), and wait for deployments."""
+    from reconciler import planner, render
+    from reconciler.applier import Applier, ApplyError, ApplyOptions, StateWriter, resolve_secrets
+    from reconciler.plan import Plan, PlanFormatError
+    from reconciler.progress import reporter
+    from reconciler.sensitive import Resolver
+    from reconciler.session import Settings, make_plan, open_backend, read_cluster
+    from reconciler.state import State
+
+    options = ApplyOptions(
+        parallelism=parallelism,
+        wait=not no_wait,
+        wait_timeout=_seconds(wait_timeout, "--wait-timeout", 1200.0),
+        poll_interval=float(os.environ.get("RECONCILER_POLL_INTERVAL", "1")),
+        allow_referenced=allow_referenced,
+    )
+    waiting = _seconds(lock_timeout, "--lock-timeout", 0.0)
+    saved = None
+    if planfile is not None:
+        try:
+            saved = Plan.loads(planfile.read_text())
+        except (OSError, PlanFormatError) as error:
+            typer.echo(f"Error: {planfile}: {error}", err=True)
+            raise typer.Exit(1) from None
+        if saved.errors:
+            typer.echo(
+                "Error: the saved plan has errors and cannot be applied:\n" + "\n".join(saved.errors),
+                err=True,
+            )
+            raise typer.Exit(1)
+    terminal = sys.stderr.isatty()
+
+    async def body() -> Any:
+        async with _client(common) as es:
+            backend = open_backend(Settings(es.connection, common.state, common.workspace), es)
+            lock = await _take_lock(backend, "apply", waiting)
+            keeper = asyncio.create_task(_keep_alive(backend, lock))
+            try:
+                if saved is None:
+                    run_options = planner.Options(
+                        frozenset(target or ()), frozenset(replace or ()), refresh_only, destroy
+                    )
+                    planned, validation, cluster = await make_plan(
+                        es, backend, manifests, run_options, allow_referenced=allow_referenced
+                    )
+                    for warning in validation.warnings:
+                        typer.echo(
+                            f"{warning.file}:{warning.line}: {warning.path}: warning: {warning.message}",
+                            err=True,
+                        )
+                    if planned is None:
+                        for problem in validation.errors:
+                            typer.echo(str(problem), err=True)
+                        return None
+                    typer.echo(render.human(planned, color=common.color()), nl=False)
+                    if planned.errors:
+                        return None
+                    if planned.has_changes:
+                        _confirm(auto_approve)
+                    wanted = frozenset(d.inference_id for d in validation.endpoints)
+                    salt_check = None
+                else:
+                    planned = saved
+                    cluster = await read_cluster(es, backend)
+                    moved = planner.stale(
+                        planned, cluster.endpoints, cluster.state, cluster.info.get("cluster_uuid")
+                    )
+                    if moved:
+                        raise ApplyError("the saved plan is stale: " + "; ".join(moved) + ". Plan again.")
+                    wanted = frozenset(c.inference_id for c in planned.changes if c.request is not None)
+                    salt_check = cluster.state.salt if cluster.state is not None else None
+                secrets = resolve_secrets(planned, Resolver(os.environ), salt_check)
+                state = cluster.state or State.new(common.workspace)
+                writer = StateWriter(backend, state, cluster.token)
+                applier = Applier(
+                    es, writer, cluster.version, secrets, reporter(terminal, common.color()), options
+                )
+                try:
+                    result = await applier.apply(planned, cluster.endpoints, wanted)
+                finally:
+                    applier.reporter.close()
+                after = None
+                if not result.failed and saved is None and not refresh_only and not destroy:
+                    after, _, _ = await make_plan(
+                        es, backend, manifests, planner.Options(), allow_referenced=allow_referenced
+                    )
+                return result, after
+            finally:
+                keeper.cancel()
+                with contextlib.suppress(Exception):  # an unreleased lock expires
+                    await backend.unlock(lock.id)
+
+    try:
+        outcome = _run(body())
+    except ApplyError as error:
+        typer.echo(f"Error: {error}", err=True)
+        raise typer.Exit(1) from None
+    if outcome is None:
+        raise typer.Exit(1)
+    result, after = outcome
+    for failure in result.failed:
+        typer.echo(f"Failed: {failure.inference_id} ({failure.action}): {failure.detail}", err=True)
+    counts = result.counts()
+    typer.echo(
+        f"Apply finished: {counts['done']} done, {counts['failed']} failed, {counts['skipped']} skipped."
+    )
+    if after is not None:
+        if after.has_changes:
+            typer.echo("The cluster still differs from the manifests:")
+            typer.echo(render.human(after, color=common.color()), nl=False)
+        else:
+            typer.echo("The cluster matches the manifests.")
+    if result.failed:
+        raise typer.Exit(1)
 
 
 def main() -> None:

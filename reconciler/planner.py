@@ -527,3 +527,30 @@ def _finding(inference_id: str, path: str, applied: Any, live: Any, kind: str) -
     return Finding(
         "drift-" + hashlib.sha256(key.encode()).hexdigest()[:16], inference_id, path, applied, live, kind
     )
+
+
+# -- is a saved plan still what the cluster and the state are? -------------------------------
+
+
+def stale(
+    planned: Plan, live: Mapping[str, Mapping[str, Any]], state: State | None, cluster_uuid: str | None
+) -> list[str]:
+    """What moved since the plan was made; empty when it can be applied as it stands."""
+    reasons = []
+    if planned.cluster.get("cluster_uuid") not in (None, cluster_uuid):
+        reasons.append(
+            f"the plan was made for cluster {planned.cluster.get('cluster_uuid')}, not {cluster_uuid}"
+        )
+    lineage = state.lineage if state is not None else None
+    serial = state.serial if state is not None else 0
+    if (planned.state.get("lineage"), planned.state.get("serial")) != (lineage, serial):
+        reasons.append(
+            f"the state moved on since the plan (serial {planned.state.get('serial')} -> {serial})"
+        )
+    for change in planned.changes:
+        if (
+            change.action is not Action.NO_OP
+            and fingerprint(live.get(change.inference_id)) != change.fingerprint
+        ):
+            reasons.append(f"{change.inference_id} changed in the cluster since the plan")
+    return reasons
