@@ -728,5 +728,267 @@ def apply(
         raise typer.Exit(1)
 
 
+@app.command()
+@cluster_command
+def status(
+    common: Common,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Every live endpoint, managed or not: service, task type, model, allocation x/y and state, drift."""
+    from reconciler import planner
+    from reconciler.applier import evaluate
+    from reconciler.session import Settings, deployment_id, open_backend, read_cluster
+
+    async def body() -> Any:
+        async with _client(common) as es:
+            backend = open_backend(Settings(es.connection, common.state, common.workspace), es)
+            cluster = await read_cluster(es, backend)
+            in_cluster = [e for e in cluster.endpoints.values() if e.get("service") == "elasticsearch"]
+            stats = await es.deployment_stats([deployment_id(e) for e in in_cluster])
+            return cluster, stats
+
+    cluster, stats = _run(body())
+    state = cluster.state
+    drifted = (
+        {f.inference_id for f in planner.drift(cluster.endpoints, state)} if state is not None else set()
+    )
+    rows = []
+    for inference_id, endpoint in sorted(cluster.endpoints.items()):
+        settings = endpoint.get("service_settings") or {}
+        deployment = (
+            stats.get(deployment_id(endpoint)) if endpoint.get("service") == "elasticsearch" else None
+        )
+        allocation = None
+        if deployment is not None:
+            _, count, target, alloc_state, _ = evaluate(deployment)
+            allocation = {"count": count, "target": target, "state": alloc_state}
+        managed = state is not None and inference_id in state.endpoints
+        rows.append(
+            {
+                "inference_id": inference_id,
+                "task_type": endpoint.get("task_type"),
+                "service": endpoint.get("service"),
+                "model_id": settings.get("model_id")
+                or settings.get("model")
+                or (deployment or {}).get("model_id"),
+                "managed": managed,
+                "preconfigured": inference_id.startswith("."),
+                "allocation": allocation,
+                "deployment_state": (deployment or {}).get("state"),
+                "drifted": inference_id in drifted,
+            }
+        )
+    if as_json:
+        typer.echo(json.dumps({"endpoints": rows}, indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(box=None)
+    for column in ("endpoint", "task type", "service", "model", "managed", "allocation", "state", "drifted"):
+        table.add_column(column)
+    for row in rows:
+        allocation = row["allocation"]
+        table.add_row(
+            str(row["inference_id"]),
+            str(row["task_type"]),
+            str(row["service"]),
+            str(row["model_id"] or ""),
+            "yes" if row["managed"] else ("preconfigured" if row["preconfigured"] else "no"),
+            f"{allocation['count']}/{allocation['target']}" if allocation else "",
+            str(allocation["state"] if allocation else ""),
+            "yes" if row["drifted"] else "",
+        )
+    Console(no_color=not common.color(), width=200 if not sys.stdout.isatty() else None).print(table)
+
+
+@app.command()
+@cluster_command
+def wait(
+    common: Common,
+    ids: Annotated[
+        list[str], typer.Argument(help="Endpoints whose deployments to wait for.", metavar="ID...")
+    ],
+    timeout: Duration = None,
+) -> None:
+    """Wait until these endpoints' deployments are fully allocated; exit 1 on failure or timeout."""
+    from reconciler.applier import wait_failure, wait_for_deployments
+    from reconciler.progress import reporter
+    from reconciler.session import deployment_id
+
+    seconds = _seconds(timeout, "--timeout", 1200.0)
+    interval = float(os.environ.get("RECONCILER_POLL_INTERVAL", "1"))
+
+    async def body() -> Any:
+        async with _client(common) as es:
+            pending = {}
+            for inference_id in ids:
+                endpoint = await es.endpoint(inference_id)
+                if endpoint is None:
+                    typer.echo(f"Error: no endpoint {inference_id}", err=True)
+                    raise typer.Exit(1)
+                pending[inference_id] = (deployment_id(endpoint), seconds)
+            report = reporter(sys.stderr.isatty(), common.color())
+            try:
+                return await wait_for_deployments(es, pending, report, interval)
+            finally:
+                report.close()
+
+    results = _run(body())
+    failed = [s for s in results.values() if s.outcome != "done"]
+    for status in failed:
+        typer.echo(f"Failed: {status.inference_id}: {wait_failure(status)}", err=True)
+    for status in results.values():
+        if status.outcome == "done":
+            typer.echo(f"{status.inference_id}: {status.allocation()} fully allocated")
+    if failed:
+        raise typer.Exit(1)
+
+
+@app.command(name="import")
+@cluster_command
+def import_(
+    common: Common,
+    ids: Annotated[
+        list[str] | None, typer.Argument(help="Live endpoints to import.", metavar="[ID...]")
+    ] = None,
+    import_all: Annotated[
+        bool, typer.Option("--all", help="Import every live endpoint not preconfigured.")
+    ] = False,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Where to write the manifests [default: --manifests].")
+    ] = None,
+    manifests: ManifestsOption = Path("manifests"),
+    lock_timeout: Duration = None,
+) -> None:
+    """Write a manifest per live endpoint (secrets as references to fill in) and adopt them into the state."""
+    from reconciler import importer
+    from reconciler.session import Settings, open_backend, read_cluster
+
+    if bool(ids) == import_all:
+        raise typer.BadParameter("give endpoint ids or --all")
+    folder = out or manifests
+    waiting = _seconds(lock_timeout, "--lock-timeout", 0.0)
+
+    async def body() -> Any:
+        async with _client(common) as es:
+            backend = open_backend(Settings(es.connection, common.state, common.workspace), es)
+            lock = await _take_lock(backend, "import", waiting)
+            try:
+                cluster = await read_cluster(es, backend)
+                chosen = (
+                    sorted(i for i in cluster.endpoints if not i.startswith("."))
+                    if import_all
+                    else list(ids or ())
+                )
+                missing = [i for i in chosen if i not in cluster.endpoints]
+                if missing:
+                    typer.echo(f"Error: no live endpoint {', '.join(missing)}", err=True)
+                    raise typer.Exit(1)
+                written = importer.write_manifests([cluster.endpoints[i] for i in chosen], folder, cluster)
+                await importer.adopt(
+                    importer.adopted_state(written, cluster, common.workspace), cluster, backend
+                )
+                return written
+            finally:
+                with contextlib.suppress(Exception):
+                    await backend.unlock(lock.id)
+
+    written = _run(body())
+    for path, references in written:
+        hint = f" (set {', '.join(references)})" if references else ""
+        typer.echo(f"wrote {path}{hint}")
+
+
+state_app = typer.Typer(help="Inspect and repair the state.", no_args_is_help=True)
+app.add_typer(state_app, name="state")
+
+
+@state_app.command("list")
+@cluster_command
+def state_list(common: Common) -> None:
+    """The managed endpoints the state records, and its lock."""
+    from reconciler.session import Settings, open_backend
+
+    async def body() -> Any:
+        async with _client(common) as es:
+            backend = open_backend(Settings(es.connection, common.state, common.workspace), es)
+            return await backend.read(), await backend.current_lock(), backend.name
+
+    snapshot, lock, name = _run(body())
+    state = snapshot.state
+    if state is None:
+        typer.echo(f"No state in {name}.")
+        return
+    typer.echo(f"{name}: lineage {state.lineage}, serial {state.serial}, {len(state.endpoints)} endpoint(s)")
+    for inference_id, record in sorted(state.endpoints.items()):
+        flags = " tainted" if record.tainted else ""
+        typer.echo(
+            f"  {inference_id}  [{record.task_type}, {record.service}]  applied {record.applied_at}{flags}"
+        )
+    if lock is not None:
+        typer.echo(("expired " if lock.expired() else "") + lock.describe())
+
+
+@state_app.command("show")
+@cluster_command
+def state_show(common: Common, inference_id: Annotated[str, typer.Argument(metavar="ID")]) -> None:
+    """One endpoint's record (secret digests only, never values), as JSON."""
+    from reconciler.session import Settings, open_backend
+
+    async def body() -> Any:
+        async with _client(common) as es:
+            return await open_backend(Settings(es.connection, common.state, common.workspace), es).read()
+
+    state = _run(body()).state
+    record = state.endpoints.get(inference_id) if state is not None else None
+    if record is None:
+        typer.echo(f"Error: the state has no endpoint {inference_id}", err=True)
+        raise typer.Exit(1)
+    typer.echo(json.dumps(record.to_json(), indent=2))
+
+
+@state_app.command("rm")
+@cluster_command
+def state_rm(
+    common: Common, inference_id: Annotated[str, typer.Argument(metavar="ID")], lock_timeout: Duration = None
+) -> None:
+    """Stop managing an endpoint: forget it in the state, leave it in the cluster."""
+    from reconciler.session import Settings, open_backend
+
+    async def body() -> Any:
+        async with _client(common) as es:
+            backend = open_backend(Settings(es.connection, common.state, common.workspace), es)
+            lock = await _take_lock(backend, "state rm", _seconds(lock_timeout, "--lock-timeout", 0.0))
+            try:
+                snapshot = await backend.read()
+                if snapshot.state is None or inference_id not in snapshot.state.endpoints:
+                    return False
+                await backend.write(snapshot.state.without(inference_id).bumped(), snapshot.token)
+                return True
+            finally:
+                with contextlib.suppress(Exception):
+                    await backend.unlock(lock.id)
+
+    if not _run(body()):
+        typer.echo(f"Error: the state has no endpoint {inference_id}", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"{inference_id} is no longer managed (it stays in the cluster).")
+
+
+@state_app.command("unlock")
+@cluster_command
+def state_unlock(common: Common, lock_id: Annotated[str, typer.Argument(metavar="LOCK_ID")]) -> None:
+    """Remove a lock left by a process that died (the id is in the lock-held error)."""
+    from reconciler.session import Settings, open_backend
+
+    async def body() -> None:
+        async with _client(common) as es:
+            await open_backend(Settings(es.connection, common.state, common.workspace), es).unlock(lock_id)
+
+    _run(body())
+    typer.echo(f"Lock {lock_id} removed.")
+
+
 def main() -> None:
     app()

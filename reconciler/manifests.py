@@ -565,3 +565,23 @@ def _format_message(problem: Any, path: str) -> str:
     if kind == "value_error":
         return str(problem["msg"]).removeprefix("Value error, ")
     return _FORMAT_MESSAGES.get(kind, str(problem["msg"]))
+
+
+# -- writing manifests (import) ----------------------------------------------------------------
+
+
+class _Dumper(yaml.SafeDumper):
+    """Quotes exactly the strings a YAML 1.2 reader would take for something else (0e0, true, ~)."""
+
+    yaml_implicit_resolvers: dict[Any, Any] = {}  # noqa: RUF012 - PyYAML's class-level registry
+
+
+_Dumper.yaml_implicit_resolvers = dict(_Loader.yaml_implicit_resolvers)
+
+
+def dump_manifest(manifest: Mapping[str, Any], comment: str = "") -> str:
+    """One manifest as YAML, keys in the order given, readable back with the 1.2 core schema."""
+    header = "".join(f"# {line}\n" for line in comment.splitlines())
+    return header + yaml.dump(
+        dict(manifest), Dumper=_Dumper, sort_keys=False, default_flow_style=False, allow_unicode=True
+    )
