@@ -1,0 +1,297 @@
+"""End to end, over a real socket, for 8.19 and 9.x: plan, show, drift, apply for every reason and action."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import Served, start_emulator, stop_emulator
+from tests.e2e import CLAUDE, E5, Tool, actions, anthropic, plan_json
+
+VERSIONS = ("8.19.3", "9.5.0")
+MakeTool = Callable[..., Tool]
+
+
+@pytest.fixture
+def make_tool(tmp_path: Path) -> Iterator[MakeTool]:
+    started: list[Served] = []
+
+    def build(version: str = "9.5.0", *options: str, state: str = "") -> Tool:
+        served = start_emulator("--version", version, "--deploy-seconds", "0.2", *options)
+        started.append(served)
+        return Tool(served.url, tmp_path / f"project{len(started)}", state=state)
+
+    yield build
+    for served in started:
+        stop_emulator(served)
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_plan_apply_plan_is_empty_for_the_examples(make_tool: MakeTool, version: str) -> None:
+    tool = make_tool(version)
+    tool.use_examples()
+    assert tool("validate", "--es-version", ".".join(version.split(".")[:2])).code == 0
+    planned = tool("plan", "--detailed-exitcode")
+    assert planned.code == 2, planned
+    assert planned.stdout.splitlines()[-1] == "Plan: 5 to create, 0 to update, 0 to replace, 0 to delete."
+    applied = tool("apply", "--auto-approve")
+    assert applied.code == 0, applied
+    assert "Apply finished: 5 done, 0 failed, 0 skipped." in applied.stdout
+    assert "The cluster matches the manifests." in applied.stdout
+    again = tool("plan", "--detailed-exitcode")
+    assert again.code == 0, again
+    assert again.stdout.splitlines()[-1] == "No changes. The cluster matches the manifests."
+    assert tool("drift").code == 0
+
+
+def test_the_anthropic_example_creates_with_the_seeds_body(make_tool: MakeTool) -> None:
+    tool = make_tool()
+    tool.write("claude.yaml", CLAUDE)
+    (change,) = plan_json(tool)["changes"]
+    assert change["request"] == {
+        "service": "anthropic",
+        "service_settings": {
+            "api_key": "${ANTHROPIC_API_KEY}",
+            "model_id": "claude-3-5-sonnet-20240620",
+            "rate_limit": {"requests_per_minute": 50},
+        },
+        "task_settings": {"max_tokens": 1024, "temperature": 0.7},
+    }
+    assert tool("apply", "--auto-approve").code == 0
+    live = tool.es("GET", "/_inference/completion/claude").json()["endpoints"][0]
+    assert live["task_settings"] == {"max_tokens": 1024, "temperature": 0.7}
+    sent = json.dumps(tool.env["ANTHROPIC_API_KEY"], sort_keys=True)
+    assert tool.es("GET", "/_emulator/endpoints/claude/secrets").json() == {"api_key": hashlib.sha256(sent.encode()).hexdigest()}
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_every_reason_and_action(make_tool: MakeTool, version: str) -> None:
+    tool = make_tool(version)
+    tool.write("a.yaml", anthropic("a"))
+    tool.write("b.yaml", anthropic("b"))
+    tool.write("e5.yaml", E5)
+    assert actions(plan_json(tool)) == {"a": ("create", "new"), "b": ("create", "new"), "e5": ("create", "new")}
+    assert tool("apply", "--auto-approve").code == 0
+
+    def step(expected: dict[str, tuple[str, str | None]], *args: str) -> None:
+        assert actions(plan_json(tool, *args)) == expected
+        result = tool("apply", "--auto-approve", *args)
+        assert result.code == 0, result
+        assert not actions(plan_json(tool)), "the apply should converge"
+
+    tool.write("a.yaml", anthropic("a", max_tokens=128))
+    step({"a": ("update", "manifest-changed")})
+    tool.write("e5.yaml", E5.replace("num_allocations: 2", "num_allocations: 3"))
+    step({"e5": ("update", "manifest-changed")})
+    tool.write("a.yaml", anthropic("a", max_tokens=128).replace("claude-3-5-sonnet-20240620", "claude-3-7-sonnet"))
+    step({"a": ("replace", "manifest-changed")})
+    tool.es("PUT", "/_inference/completion/b/_update", json={"service_settings": {"api_key": "x"}, "task_settings": {"max_tokens": 5}})
+    drift = tool("drift", "--json")
+    assert drift.code == 2
+    (finding,) = drift.json()["findings"]
+    assert (finding["inference_id"], finding["path"], finding["kind"], finding["applied"], finding["live"]) == (
+        "b", "task_settings.max_tokens", "changed", 64, 5,
+    )
+    step({"b": ("update", "drift")})
+    rotated = {"ANTHROPIC_API_KEY": "sk-ant-rotated"}
+    assert actions(plan_json(tool, env=rotated)) == {"a": ("update", "secret-rotated"), "b": ("update", "secret-rotated")}
+    assert tool("apply", "--auto-approve", env=rotated).code == 0
+    assert not actions(plan_json(tool, env=rotated))
+    tool.env.update(rotated)
+    tool.es("DELETE", "/_inference/b")
+    step({"b": ("create", "missing-from-cluster")})
+    step({"e5": ("replace", "forced")}, "--replace", "e5")
+    tool.remove("b.yaml")
+    step({"b": ("delete", "removed-from-manifests")})
+    assert "b" not in tool.live_ids()
+    tool.es("PUT", "/_inference/completion/a/_update", json={"service_settings": {"api_key": "x"}, "task_settings": {"max_tokens": 9}})
+    assert actions(plan_json(tool, "--refresh-only")) == {"a": ("read", "drift")}
+    assert tool("apply", "--auto-approve", "--refresh-only").code == 0
+    assert tool("drift").code == 0
+    assert actions(plan_json(tool, "--destroy")) == {"a": ("delete", "destroy"), "e5": ("delete", "destroy")}
+    assert tool("apply", "--auto-approve", "--destroy").code == 0
+    assert tool.live_ids() == set()
+
+
+def test_targets_limit_the_plan(make_tool: MakeTool) -> None:
+    tool = make_tool()
+    tool.write("a.yaml", anthropic("a"))
+    tool.write("b.yaml", anthropic("b"))
+    assert actions(plan_json(tool, "--target", "a")) == {"a": ("create", "new")}
+    assert tool("apply", "--auto-approve", "--target", "a").code == 0
+    assert tool.live_ids() == {"a"}
+
+
+def test_a_tainted_endpoint_is_replaced(make_tool: MakeTool) -> None:
+    tool = make_tool("9.5.0", "--fail-model", ".multilingual-e5-small")
+    tool.write("e5.yaml", E5)
+    failed = tool("apply", "--auto-approve")
+    assert failed.code == 1, failed
+    assert "Failed: e5" in failed.stderr
+    assert "emulated failure" in failed.stderr
+    assert actions(plan_json(tool)) == {"e5": ("replace", "tainted")}
+
+
+def test_secret_unknown_after_import(make_tool: MakeTool) -> None:
+    tool = make_tool()
+    body = {"service": "anthropic", "service_settings": {"api_key": "x", "model_id": "m"}, "task_settings": {"max_tokens": 10}}
+    tool.es("PUT", "/_inference/completion/legacy", json=body)
+    imported = tool("import", "legacy")
+    assert imported.code == 0, imported
+    assert "set LEGACY_API_KEY" in imported.stdout
+    text = (tool.manifests / "legacy.yaml").read_text()
+    assert "api_key: ${LEGACY_API_KEY}" in text
+    assert "rate_limit" not in text  # the server's default is left out
+    assert actions(plan_json(tool, env={"LEGACY_API_KEY": "k"})) == {"legacy": ("update", "secret-unknown")}
+
+
+def test_a_referenced_replace_is_blocked_unless_allowed(make_tool: MakeTool) -> None:
+    tool = make_tool()
+    tool.write("e5.yaml", E5)
+    assert tool("apply", "--auto-approve").code == 0
+    tool.es("PUT", "/_ingest/pipeline/embed", json={"processors": [{"inference": {"model_id": "e5"}}]})
+    tool.es("PUT", "/docs", json={"mappings": {"properties": {"body": {"type": "semantic_text", "inference_id": "e5"}}}})
+    tool.write("e5.yaml", E5.replace(".multilingual-e5-small", ".multilingual-e5-small_linux-x86_64"))
+    blocked = tool("plan", "--json")
+    assert blocked.code == 1
+    (change,) = [c for c in blocked.json()["changes"] if c["inference_id"] == "e5"]
+    assert change["references"] == {"pipelines": ["embed"], "indexes": ["docs"]}
+    assert "needs --allow-referenced" in blocked.json()["errors"][0]
+    human = tool("plan")
+    assert human.code == 1
+    assert "! used by pipelines: embed" in human.stdout
+    assert tool("apply", "--auto-approve").code == 1
+    assert tool.es("GET", "/_inference/e5").json()["endpoints"][0]["service_settings"]["model_id"] == ".multilingual-e5-small"
+    allowed = tool("apply", "--auto-approve", "--allow-referenced")
+    assert allowed.code == 0, allowed
+    assert tool.es("GET", "/_inference/e5").json()["endpoints"][0]["service_settings"]["model_id"] == ".multilingual-e5-small_linux-x86_64"
+
+
+def test_prevent_destroy_stops_the_plan(make_tool: MakeTool) -> None:
+    tool = make_tool()
+    tool.write("a.yaml", anthropic("a") + "lifecycle: {prevent_destroy: true}\n")
+    assert tool("apply", "--auto-approve").code == 0
+    tool.remove("a.yaml")
+    planned = tool("plan")
+    assert planned.code == 1
+    assert "a: lifecycle.prevent_destroy forbids this delete" in planned.stdout
+    assert tool("apply", "--auto-approve").code == 1
+    assert tool.live_ids() == {"a"}
+
+
+def test_show_and_markdown_and_exit_codes(make_tool: MakeTool) -> None:
+    tool = make_tool()
+    tool.write("a.yaml", anthropic("a"))
+    out = tool.root / "plan.json"
+    assert tool("plan", "--out", str(out)).code == 0
+    assert tool("show", str(out)).stdout == tool("plan").stdout
+    assert json.loads(tool("show", str(out), "--json").stdout) == json.loads(out.read_text())
+    markdown = tool("plan", "--markdown").stdout
+    assert markdown.startswith("### reconciler plan\n\n**Plan: 1 to create")
+    assert "<details>" in markdown
+    out.write_text(json.dumps({"format_version": 99}))
+    shown = tool("show", str(out))
+    assert shown.code == 1
+    assert "format_version 99 is not supported" in shown.stderr
+
+
+def test_plan_cost_does_not_grow_with_endpoints_and_writes_nothing(make_tool: MakeTool) -> None:
+    counts = []
+    for n in (3, 40):
+        tool = make_tool("9.5.0", state="cluster")
+        for i in range(n):
+            tool.write(f"e{i}.yaml", anthropic(f"e{i}"))
+        tool.reset_requests()
+        assert tool("plan").code == 0
+        counted = tool.requests()
+        counts.append(counted["total"])
+        assert tool.writes() == 0, counted
+        assert set(counted["by_method"]) == {"GET"}
+        assert tool.es("GET", "/reconciler-state").status_code == 404  # not even the state index
+    assert counts[0] == counts[1] == 3  # GET /, the endpoints, the state
+
+
+def test_a_stale_saved_plan_is_refused_before_any_change(make_tool: MakeTool) -> None:
+    tool = make_tool()
+    tool.write("a.yaml", anthropic("a"))
+    assert tool("apply", "--auto-approve").code == 0
+    tool.write("a.yaml", anthropic("a", max_tokens=100))
+    saved = tool.root / "plan.json"
+    assert tool("plan", "--out", str(saved)).code == 0
+    tool.es("PUT", "/_inference/completion/a/_update", json={"service_settings": {"api_key": "x"}, "task_settings": {"max_tokens": 7}})
+    tool.reset_requests()
+    refused = tool("apply", str(saved))
+    assert refused.code == 1
+    assert "stale" in refused.stderr
+    assert "a changed in the cluster since the plan" in refused.stderr
+    counted = tool.requests()["by_method"]
+    assert counted.get("PUT", 0) == 0, counted  # the lock lives in the file state: nothing reached the cluster
+    assert counted.get("DELETE", 0) == counted.get("POST", 0) == 0
+
+
+def test_a_saved_plan_is_applied_exactly(make_tool: MakeTool) -> None:
+    tool = make_tool()
+    tool.write("a.yaml", anthropic("a", max_tokens=100))
+    saved = tool.root / "plan.json"
+    assert tool("plan", "--out", str(saved)).code == 0
+    tool.write("a.yaml", anthropic("a", max_tokens=999))  # changed after review: not applied
+    applied = tool("apply", str(saved))
+    assert applied.code == 0, applied
+    assert tool.es("GET", "/_inference/a").json()["endpoints"][0]["task_settings"]["max_tokens"] == 100
+    again = tool("apply", str(saved))
+    assert again.code == 1
+    assert "stale" in again.stderr
+
+
+def test_a_saved_plan_refuses_a_secret_that_moved(make_tool: MakeTool) -> None:
+    tool = make_tool()
+    tool.write("a.yaml", anthropic("a"))
+    assert tool("apply", "--auto-approve").code == 0
+    tool.write("a.yaml", anthropic("a", max_tokens=100))
+    saved = tool.root / "plan.json"
+    assert tool("plan", "--out", str(saved)).code == 0
+    refused = tool("apply", str(saved), env={"ANTHROPIC_API_KEY": "another"})
+    assert refused.code == 1
+    assert "is not the secret that was planned" in refused.stderr
+
+
+def test_apply_unattended_without_auto_approve_refuses(make_tool: MakeTool) -> None:
+    tool = make_tool()
+    tool.write("a.yaml", anthropic("a"))
+    refused = tool("apply")
+    assert refused.code == 1
+    assert "needs --auto-approve" in refused.stderr
+    assert tool.live_ids() == set()
+
+
+def test_status_wait_and_state_commands(make_tool: MakeTool) -> None:
+    tool = make_tool()
+    tool.write("e5.yaml", E5)
+    tool.write("a.yaml", anthropic("a"))
+    assert tool("apply", "--auto-approve").code == 0
+    status = tool("status", "--json").json()["endpoints"]
+    e5 = next(e for e in status if e["inference_id"] == "e5")
+    assert e5 == {
+        "inference_id": "e5",
+        "task_type": "text_embedding",
+        "service": "elasticsearch",
+        "model_id": ".multilingual-e5-small",
+        "managed": True,
+        "preconfigured": False,
+        "allocation": {"count": 2, "target": 2, "state": "fully_allocated"},
+        "deployment_state": "started",
+        "drifted": False,
+    }
+    assert next(e for e in status if e["inference_id"] == ".elser-2-elasticsearch")["preconfigured"]
+    assert "e5: 2/2 fully allocated" in tool("wait", "e5").stdout
+    listed = tool("state", "list").stdout
+    assert "a  [completion, anthropic]" in listed
+    shown = json.loads(tool("state", "show", "a").stdout)
+    assert shown["secret_digests"]["api_key"].startswith("hmac-sha256:")
+    assert tool("state", "rm", "a").code == 0
+    assert "a" in tool.live_ids()
+    assert tool("state", "show", "a").code == 1
