@@ -301,6 +301,8 @@ class Applier:
         return response.body, True
 
     async def _settle(self, change: Change, cause: ElasticsearchError) -> Mapping[str, Any]:
+        """A write whose answer was lost (or a create refused as existing) succeeded if the endpoint
+        now reads back as what was asked; otherwise the original error stands."""
         echo = await self.es.endpoint(change.inference_id)
         if echo is not None:
             want = requested_view(change)
@@ -317,7 +319,12 @@ class Applier:
         body = update_body(change, live, self.secrets.get(change.inference_id, {}), self.version)
         if not body:
             return live
-        response = await self.es.update_endpoint(change.task_type, change.inference_id, body)
+        try:
+            response = await self.es.update_endpoint(change.task_type, change.inference_id, body)
+        except TransportError as error:
+            if not error.maybe_applied:
+                raise
+            return await self._settle(change, error)
         echo: Mapping[str, Any] = response.body
         return echo
 

@@ -562,10 +562,16 @@ async def _take_lock(backend: Any, operation: str, lock_timeout: float) -> Any:
 
 
 async def _keep_alive(backend: Any, lock: Any) -> None:
-    """Renew the lease while the holder works."""
+    """Renew the lease while the holder works; a failed renewal is tried again next time."""
+    from reconciler.client import ElasticsearchError
+    from reconciler.state import StateError
+
     while True:
         await asyncio.sleep(lock.lease / 3)
-        lock = await backend.renew(lock)
+        try:
+            lock = await backend.renew(lock)
+        except (ElasticsearchError, StateError) as error:
+            _log().warning("lock_renewal_failed", lock_id=lock.id, error=str(error))
 
 
 def _confirm(auto_approve: bool) -> None:

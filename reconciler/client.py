@@ -130,8 +130,8 @@ class Connection:
 class RetryPolicy:
     """Exponential backoff with full jitter, honouring Retry-After, up to `attempts` tries."""
 
-    attempts: int = 4
-    base: float = 0.25
+    attempts: int = 8
+    base: float = 0.1
     cap: float = 8.0
     rng: random.Random = field(default_factory=random.Random, compare=False)
 

@@ -28,7 +28,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
-from reconciler.client import Elasticsearch
+from reconciler.client import Elasticsearch, TransportError
 
 STATE_FORMAT = 1
 STATE_INDEX = "reconciler-state"
@@ -319,25 +319,48 @@ class ClusterBackend:
     async def write(self, state: State, token: Any) -> Any:
         await self._ensure_index()
         source = {"kind": "state", "body": state.to_json()}
-        written = await self.es.put_document(
-            self.index, self.state_id, source, expect=token, create=token is None
-        )
+        try:
+            written = await self.es.put_document(
+                self.index, self.state_id, source, expect=token, create=token is None
+            )
+        except TransportError as error:
+            if not error.maybe_applied:
+                raise
+            written = await self._written_anyway(state, error)
         if written is None:
             raise StateConflictError(f"the state document {self.state_id} changed since it was read")
         return written
 
+    async def _written_anyway(self, state: State, cause: TransportError) -> Any:
+        """The answer to a state write was lost: it happened if the stored state is the one sent."""
+        found = await self.es.get_document(self.index, self.state_id)
+        if found is not None and found[0].get("body") == state.to_json():
+            return found[1], found[2]
+        raise cause
+
     async def lock(self, info: LockInfo) -> LockInfo:
         await self._ensure_index()
         while True:
-            created = await self.es.put_document(
-                self.index, self.lock_id, {"kind": "lock", "body": info.__dict__}, expect=None, create=True
-            )
+            try:
+                created = await self.es.put_document(
+                    self.index,
+                    self.lock_id,
+                    {"kind": "lock", "body": info.__dict__},
+                    expect=None,
+                    create=True,
+                )
+            except TransportError as error:
+                if not error.maybe_applied:
+                    raise
+                created = None  # read back below: if the lock stored is ours, we hold it
             if created is not None:
                 return info
             found = await self.es.get_document(self.index, self.lock_id)
             if found is None:
                 continue
             holder = LockInfo(**found[0]["body"])
+            if holder.id == info.id:
+                return info
             if not holder.expired():
                 raise LockHeldError(holder)
             # Take over an expired lock with a compare-and-set on the stale document.

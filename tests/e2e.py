@@ -17,7 +17,11 @@ from typer.testing import CliRunner
 from reconciler.cli import app
 
 REPO = Path(__file__).resolve().parents[1]
-SECRETS = {"ANTHROPIC_API_KEY": "sk-ant-e2e", "OPENAI_API_KEY": "sk-openai-e2e", "COHERE_API_KEY": "cohere-e2e"}
+SECRETS = {
+    "ANTHROPIC_API_KEY": "sk-ant-e2e",
+    "OPENAI_API_KEY": "sk-openai-e2e",
+    "COHERE_API_KEY": "cohere-e2e",
+}
 
 
 @dataclass
@@ -104,7 +108,11 @@ class Tool:
         return httpx.request(method, self.url + path, timeout=30, **kwargs)
 
     def live_ids(self) -> set[str]:
-        return {e["inference_id"] for e in self.es("GET", "/_inference").json()["endpoints"] if not e["inference_id"].startswith(".")}
+        return {
+            e["inference_id"]
+            for e in self.es("GET", "/_inference").json()["endpoints"]
+            if not e["inference_id"].startswith(".")
+        }
 
     def requests(self) -> dict[str, Any]:
         counted: dict[str, Any] = self.es("GET", "/_emulator/requests").json()

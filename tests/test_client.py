@@ -39,7 +39,14 @@ async def test_calls_against_the_emulator() -> None:
     es, _ = client(emulator)
     async with es:
         assert (await es.info())["version"]["number"] == "9.5.0"
-        body = {"service": "elasticsearch", "service_settings": {"model_id": ".multilingual-e5-small", "num_threads": 1, "num_allocations": 1}}
+        body = {
+            "service": "elasticsearch",
+            "service_settings": {
+                "model_id": ".multilingual-e5-small",
+                "num_threads": 1,
+                "num_allocations": 1,
+            },
+        }
         assert (await es.put_endpoint("text_embedding", "e5", body)).status == 200
         assert "e5" in [e["inference_id"] for e in await es.endpoints()]
         assert await es.endpoint("missing") is None
@@ -54,7 +61,10 @@ async def test_calls_against_the_emulator() -> None:
 async def test_many_deployments_are_read_in_one_request() -> None:
     emulator = Emulator(EmulatorConfig(deploy_seconds=0))
     es, _ = client(emulator)
-    body = {"service": "elasticsearch", "service_settings": {"model_id": ".multilingual-e5-small", "num_threads": 1, "num_allocations": 1}}
+    body = {
+        "service": "elasticsearch",
+        "service_settings": {"model_id": ".multilingual-e5-small", "num_threads": 1, "num_allocations": 1},
+    }
     async with es:
         for i in range(120):
             await es.put_endpoint("text_embedding", f"d{i}", body)
@@ -68,7 +78,15 @@ async def test_errors_carry_status_type_and_a_short_reason() -> None:
     es, _ = client(Emulator(EmulatorConfig()))
     async with es:
         with pytest.raises(ApiError) as caught:
-            await es.put_endpoint("completion", "x", {"service": "anthropic", "service_settings": {"model_id": "m", "api_key": "k"}, "task_settings": {"max_tokens": "a" * 1000}})
+            await es.put_endpoint(
+                "completion",
+                "x",
+                {
+                    "service": "anthropic",
+                    "service_settings": {"model_id": "m", "api_key": "k"},
+                    "task_settings": {"max_tokens": "a" * 1000},
+                },
+            )
     error = caught.value
     assert (error.status, error.es_type) == (400, "validation_exception")
     assert len(error.reason) <= 301
@@ -99,7 +117,10 @@ async def test_a_few_faults_are_absorbed() -> None:
 async def test_a_capacity_429_is_not_retried() -> None:
     emulator = Emulator(EmulatorConfig(version="9.4.0", ml_capacity=0, ml_autoscaling=False))
     es, sleeps = client(emulator)
-    body = {"service": "elasticsearch", "service_settings": {"model_id": ".multilingual-e5-small", "num_threads": 1, "num_allocations": 1}}
+    body = {
+        "service": "elasticsearch",
+        "service_settings": {"model_id": ".multilingual-e5-small", "num_threads": 1, "num_allocations": 1},
+    }
     async with es:
         with pytest.raises(ApiError) as caught:
             await es.put_endpoint("text_embedding", "e5", body)
@@ -108,12 +129,16 @@ async def test_a_capacity_429_is_not_retried() -> None:
     assert sleeps == []
 
 
-def recording_transport(seen: list[httpx.Request], fail_hosts: frozenset[str] = frozenset()) -> httpx.MockTransport:
+def recording_transport(
+    seen: list[httpx.Request], fail_hosts: frozenset[str] = frozenset()
+) -> httpx.MockTransport:
     def handle(request: httpx.Request) -> httpx.Response:
         if request.url.host in fail_hosts:
             raise httpx.ConnectError("refused", request=request)
         seen.append(request)
-        return httpx.Response(200, json={"version": {"number": "9.5.0"}}, headers={"X-elastic-product": "Elasticsearch"})
+        return httpx.Response(
+            200, json={"version": {"number": "9.5.0"}}, headers={"X-elastic-product": "Elasticsearch"}
+        )
 
     return httpx.MockTransport(handle)
 
@@ -162,7 +187,9 @@ async def test_a_write_whose_connection_broke_is_not_retried() -> None:
     def broken(request: httpx.Request) -> httpx.Response:
         raise httpx.RemoteProtocolError("peer closed connection", request=request)
 
-    async with Elasticsearch(Connection(), transport=httpx.MockTransport(broken), retry=RetryPolicy(attempts=3)) as es:
+    async with Elasticsearch(
+        Connection(), transport=httpx.MockTransport(broken), retry=RetryPolicy(attempts=3)
+    ) as es:
         with pytest.raises(TransportError) as caught:
             await es.put_endpoint("completion", "x", {})
         assert caught.value.maybe_applied

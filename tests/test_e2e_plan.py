@@ -65,7 +65,9 @@ def test_the_anthropic_example_creates_with_the_seeds_body(make_tool: MakeTool) 
     live = tool.es("GET", "/_inference/completion/claude").json()["endpoints"][0]
     assert live["task_settings"] == {"max_tokens": 1024, "temperature": 0.7}
     sent = json.dumps(tool.env["ANTHROPIC_API_KEY"], sort_keys=True)
-    assert tool.es("GET", "/_emulator/endpoints/claude/secrets").json() == {"api_key": hashlib.sha256(sent.encode()).hexdigest()}
+    assert tool.es("GET", "/_emulator/endpoints/claude/secrets").json() == {
+        "api_key": hashlib.sha256(sent.encode()).hexdigest()
+    }
 
 
 @pytest.mark.parametrize("version", VERSIONS)
@@ -74,7 +76,11 @@ def test_every_reason_and_action(make_tool: MakeTool, version: str) -> None:
     tool.write("a.yaml", anthropic("a"))
     tool.write("b.yaml", anthropic("b"))
     tool.write("e5.yaml", E5)
-    assert actions(plan_json(tool)) == {"a": ("create", "new"), "b": ("create", "new"), "e5": ("create", "new")}
+    assert actions(plan_json(tool)) == {
+        "a": ("create", "new"),
+        "b": ("create", "new"),
+        "e5": ("create", "new"),
+    }
     assert tool("apply", "--auto-approve").code == 0
 
     def step(expected: dict[str, tuple[str, str | None]], *args: str) -> None:
@@ -87,18 +93,37 @@ def test_every_reason_and_action(make_tool: MakeTool, version: str) -> None:
     step({"a": ("update", "manifest-changed")})
     tool.write("e5.yaml", E5.replace("num_allocations: 2", "num_allocations: 3"))
     step({"e5": ("update", "manifest-changed")})
-    tool.write("a.yaml", anthropic("a", max_tokens=128).replace("claude-3-5-sonnet-20240620", "claude-3-7-sonnet"))
+    tool.write(
+        "a.yaml", anthropic("a", max_tokens=128).replace("claude-3-5-sonnet-20240620", "claude-3-7-sonnet")
+    )
     step({"a": ("replace", "manifest-changed")})
-    tool.es("PUT", "/_inference/completion/b/_update", json={"service_settings": {"api_key": "x"}, "task_settings": {"max_tokens": 5}})
+    tool.es(
+        "PUT",
+        "/_inference/completion/b/_update",
+        json={"service_settings": {"api_key": "x"}, "task_settings": {"max_tokens": 5}},
+    )
     drift = tool("drift", "--json")
     assert drift.code == 2
     (finding,) = drift.json()["findings"]
-    assert (finding["inference_id"], finding["path"], finding["kind"], finding["applied"], finding["live"]) == (
-        "b", "task_settings.max_tokens", "changed", 64, 5,
+    assert (
+        finding["inference_id"],
+        finding["path"],
+        finding["kind"],
+        finding["applied"],
+        finding["live"],
+    ) == (
+        "b",
+        "task_settings.max_tokens",
+        "changed",
+        64,
+        5,
     )
     step({"b": ("update", "drift")})
     rotated = {"ANTHROPIC_API_KEY": "sk-ant-rotated"}
-    assert actions(plan_json(tool, env=rotated)) == {"a": ("update", "secret-rotated"), "b": ("update", "secret-rotated")}
+    assert actions(plan_json(tool, env=rotated)) == {
+        "a": ("update", "secret-rotated"),
+        "b": ("update", "secret-rotated"),
+    }
     assert tool("apply", "--auto-approve", env=rotated).code == 0
     assert not actions(plan_json(tool, env=rotated))
     tool.env.update(rotated)
@@ -108,7 +133,11 @@ def test_every_reason_and_action(make_tool: MakeTool, version: str) -> None:
     tool.remove("b.yaml")
     step({"b": ("delete", "removed-from-manifests")})
     assert "b" not in tool.live_ids()
-    tool.es("PUT", "/_inference/completion/a/_update", json={"service_settings": {"api_key": "x"}, "task_settings": {"max_tokens": 9}})
+    tool.es(
+        "PUT",
+        "/_inference/completion/a/_update",
+        json={"service_settings": {"api_key": "x"}, "task_settings": {"max_tokens": 9}},
+    )
     assert actions(plan_json(tool, "--refresh-only")) == {"a": ("read", "drift")}
     assert tool("apply", "--auto-approve", "--refresh-only").code == 0
     assert tool("drift").code == 0
@@ -138,7 +167,11 @@ def test_a_tainted_endpoint_is_replaced(make_tool: MakeTool) -> None:
 
 def test_secret_unknown_after_import(make_tool: MakeTool) -> None:
     tool = make_tool()
-    body = {"service": "anthropic", "service_settings": {"api_key": "x", "model_id": "m"}, "task_settings": {"max_tokens": 10}}
+    body = {
+        "service": "anthropic",
+        "service_settings": {"api_key": "x", "model_id": "m"},
+        "task_settings": {"max_tokens": 10},
+    }
     tool.es("PUT", "/_inference/completion/legacy", json=body)
     imported = tool("import", "legacy")
     assert imported.code == 0, imported
@@ -154,7 +187,11 @@ def test_a_referenced_replace_is_blocked_unless_allowed(make_tool: MakeTool) -> 
     tool.write("e5.yaml", E5)
     assert tool("apply", "--auto-approve").code == 0
     tool.es("PUT", "/_ingest/pipeline/embed", json={"processors": [{"inference": {"model_id": "e5"}}]})
-    tool.es("PUT", "/docs", json={"mappings": {"properties": {"body": {"type": "semantic_text", "inference_id": "e5"}}}})
+    tool.es(
+        "PUT",
+        "/docs",
+        json={"mappings": {"properties": {"body": {"type": "semantic_text", "inference_id": "e5"}}}},
+    )
     tool.write("e5.yaml", E5.replace(".multilingual-e5-small", ".multilingual-e5-small_linux-x86_64"))
     blocked = tool("plan", "--json")
     assert blocked.code == 1
@@ -165,10 +202,16 @@ def test_a_referenced_replace_is_blocked_unless_allowed(make_tool: MakeTool) -> 
     assert human.code == 1
     assert "! used by pipelines: embed" in human.stdout
     assert tool("apply", "--auto-approve").code == 1
-    assert tool.es("GET", "/_inference/e5").json()["endpoints"][0]["service_settings"]["model_id"] == ".multilingual-e5-small"
+    assert (
+        tool.es("GET", "/_inference/e5").json()["endpoints"][0]["service_settings"]["model_id"]
+        == ".multilingual-e5-small"
+    )
     allowed = tool("apply", "--auto-approve", "--allow-referenced")
     assert allowed.code == 0, allowed
-    assert tool.es("GET", "/_inference/e5").json()["endpoints"][0]["service_settings"]["model_id"] == ".multilingual-e5-small_linux-x86_64"
+    assert (
+        tool.es("GET", "/_inference/e5").json()["endpoints"][0]["service_settings"]["model_id"]
+        == ".multilingual-e5-small_linux-x86_64"
+    )
 
 
 def test_prevent_destroy_stops_the_plan(make_tool: MakeTool) -> None:
@@ -222,14 +265,20 @@ def test_a_stale_saved_plan_is_refused_before_any_change(make_tool: MakeTool) ->
     tool.write("a.yaml", anthropic("a", max_tokens=100))
     saved = tool.root / "plan.json"
     assert tool("plan", "--out", str(saved)).code == 0
-    tool.es("PUT", "/_inference/completion/a/_update", json={"service_settings": {"api_key": "x"}, "task_settings": {"max_tokens": 7}})
+    tool.es(
+        "PUT",
+        "/_inference/completion/a/_update",
+        json={"service_settings": {"api_key": "x"}, "task_settings": {"max_tokens": 7}},
+    )
     tool.reset_requests()
     refused = tool("apply", str(saved))
     assert refused.code == 1
     assert "stale" in refused.stderr
     assert "a changed in the cluster since the plan" in refused.stderr
     counted = tool.requests()["by_method"]
-    assert counted.get("PUT", 0) == 0, counted  # the lock lives in the file state: nothing reached the cluster
+    assert counted.get("PUT", 0) == 0, (
+        counted
+    )  # the lock lives in the file state: nothing reached the cluster
     assert counted.get("DELETE", 0) == counted.get("POST", 0) == 0
 
 

@@ -31,7 +31,11 @@ RECORD = EndpointRecord(
     task_type="completion",
     service="anthropic",
     requested={"task_type": "completion", "service": "anthropic", "service_settings": {"model_id": "m"}},
-    applied={"task_type": "completion", "service": "anthropic", "service_settings": {"model_id": "m", "rate_limit": {"requests_per_minute": 50}}},
+    applied={
+        "task_type": "completion",
+        "service": "anthropic",
+        "service_settings": {"model_id": "m", "rate_limit": {"requests_per_minute": 50}},
+    },
     secret_digests={"api_key": "hmac-sha256:00"},
     lifecycle={"prevent_destroy": True, "ignore_changes": []},
     applied_at="2026-11-25T00:00:00+00:00",
@@ -39,7 +43,9 @@ RECORD = EndpointRecord(
 
 
 @pytest.fixture(params=["file", "cluster"])
-async def make_backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Callable[[str], Backend]]:
+async def make_backend(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> AsyncIterator[Callable[[str], Backend]]:
     emulator = Emulator(EmulatorConfig())
     es = Elasticsearch(Connection(urls=("http://es",)), transport=httpx.ASGITransport(app=emulator))
 
@@ -115,7 +121,9 @@ async def test_an_expired_lock_is_taken_over(make_backend: Callable[[str], Backe
 
 async def test_the_cluster_backend_keeps_its_documents_in_the_state_index() -> None:
     emulator = Emulator(EmulatorConfig())
-    async with Elasticsearch(Connection(urls=("http://es",)), transport=httpx.ASGITransport(app=emulator)) as es:
+    async with Elasticsearch(
+        Connection(urls=("http://es",)), transport=httpx.ASGITransport(app=emulator)
+    ) as es:
         backend = ClusterBackend(es, "default")
         await backend.write(State.new("default").bumped(), None)
         await backend.lock(LockInfo.new("apply"))

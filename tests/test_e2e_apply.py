@@ -1,0 +1,196 @@
+"""End to end, over a real socket: apply under faults, lost responses, SIGKILL, concurrent applies, waits."""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from reconciler.state import State
+from tests.conftest import Served, start_emulator, stop_emulator
+from tests.e2e import E5, Tool, actions, anthropic, plan_json
+
+MakeTool = Callable[..., Tool]
+
+
+@pytest.fixture
+def make_tool(tmp_path: Path) -> Iterator[MakeTool]:
+    started: list[Served] = []
+
+    def build(*options: str, state: str = "") -> Tool:
+        served = start_emulator("--deploy-seconds", "0.2", "--retry-after", "0", *options)
+        started.append(served)
+        return Tool(served.url, tmp_path / f"project{len(started)}", state=state)
+
+    yield build
+    for served in started:
+        stop_emulator(served)
+
+
+def many(tool: Tool, n: int, prefix: str = "e") -> None:
+    for i in range(n):
+        tool.write(f"{prefix}{i}.yaml", anthropic(f"{prefix}{i}"))
+
+
+@pytest.mark.parametrize("state", ["file", "cluster"])
+def test_apply_converges_under_429_and_503(make_tool: MakeTool, state: str) -> None:
+    tool = make_tool(
+        "--fault-rate", "0.3", "--fault-seed", "11", state="cluster" if state == "cluster" else ""
+    )
+    many(tool, 20)
+    result = tool("apply", "--auto-approve")
+    assert result.code == 0, result
+    assert "The cluster matches the manifests." in result.stdout
+    tool.es("PUT", "/_emulator/faults", json={"fault_rate": 0})
+    assert tool.live_ids() == {f"e{i}" for i in range(20)}
+    assert not actions(plan_json(tool))
+    assert "retry" in result.stderr  # faults were met, and retried
+
+
+@pytest.mark.parametrize("state", ["file", "cluster"])
+def test_apply_converges_when_write_responses_are_lost(make_tool: MakeTool, state: str) -> None:
+    tool = make_tool(
+        "--lost-response-rate", "0.3", "--fault-seed", "3", state="cluster" if state == "cluster" else ""
+    )
+    many(tool, 20)
+    tool.write("e5.yaml", E5)
+    result = tool("apply", "--auto-approve")
+    assert result.code == 0, result
+    assert "settled" in result.stderr  # at least one lost create was settled by reading it back
+    tool.write("e0.yaml", anthropic("e0", max_tokens=7))
+    assert tool("apply", "--auto-approve").code == 0
+    tool.es("PUT", "/_emulator/faults", json={"lost_response_rate": 0})
+    assert not actions(plan_json(tool))
+    assert tool.live_ids() == {f"e{i}" for i in range(20)} | {"e5"}
+
+
+def test_an_apply_killed_midway_converges_when_run_again(make_tool: MakeTool) -> None:
+    tool = make_tool("--latency-ms", "60")
+    many(tool, 30)
+    process = tool.popen("apply", "--auto-approve", "--parallelism", "2")
+    deadline = time.monotonic() + 60
+    while len(tool.live_ids()) < 8 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.communicate()
+    created = tool.live_ids()
+    assert 8 <= len(created) < 30
+    state = State.from_json(json.loads((tool.root / "state.json").read_text()))
+    assert set(state.endpoints) <= created  # nothing recorded that did not happen
+    lock = tool.root / "state.json.lock"
+    assert lock.exists()  # the killed holder left its lock ...
+    held = tool("apply", "--auto-approve")
+    assert held.code == 1
+    assert "the state is locked" in held.stderr
+    lock_id = json.loads(lock.read_text())["id"]
+    assert tool("state", "unlock", lock_id).code == 0  # ... which `state unlock` removes
+    again = tool("apply", "--auto-approve")
+    assert again.code == 0, again
+    assert tool.live_ids() == {f"e{i}" for i in range(30)}
+    assert not actions(plan_json(tool))
+    final = State.from_json(json.loads((tool.root / "state.json").read_text()))
+    assert set(final.endpoints) == created | set(tool.live_ids())
+
+
+def test_two_applies_at_once(make_tool: MakeTool) -> None:
+    tool = make_tool("--latency-ms", "40", state="cluster")
+    many(tool, 20)
+    first = tool.popen("apply", "--auto-approve", "--parallelism", "1")
+    deadline = time.monotonic() + 30
+    while (
+        tool.es("GET", "/reconciler-state/_doc/lock-default").status_code != 200
+        and time.monotonic() < deadline
+    ):
+        time.sleep(0.02)
+    second = tool("apply", "--auto-approve")
+    assert second.code == 1
+    assert "the state is locked: lock" in second.stderr
+    assert "for apply since" in second.stderr
+    waiting = tool("apply", "--auto-approve", "--lock-timeout", "2m")
+    assert waiting.code == 0, waiting
+    first.communicate(timeout=120)
+    assert first.returncode == 0
+    assert tool.live_ids() == {f"e{i}" for i in range(20)}
+    assert not actions(plan_json(tool))
+    assert tool.es("GET", "/reconciler-state/_doc/lock-default").json()["found"] is False  # released
+
+
+def test_an_expired_lock_is_taken_over(make_tool: MakeTool) -> None:
+    tool = make_tool()
+    tool.write("a.yaml", anthropic("a"))
+    lock = {
+        "id": "dead",
+        "who": "ci@gone",
+        "pid": 1,
+        "operation": "apply",
+        "created": "2026-01-01T00:00:00+00:00",
+        "expires": 0,
+        "lease": 120,
+    }
+    (tool.root / "state.json.lock").write_text(json.dumps(lock))
+    assert tool("apply", "--auto-approve").code == 0
+
+
+def test_waits_succeed_fail_and_time_out(make_tool: MakeTool) -> None:
+    ok = make_tool()
+    ok.write("e5.yaml", E5)
+    assert ok("apply", "--auto-approve").code == 0
+    failing = make_tool("--fail-model", ".multilingual-e5-small")
+    failing.write("e5.yaml", E5)
+    failed = failing("apply", "--auto-approve")
+    assert failed.code == 1
+    assert "Failed: e5 (create)" in failed.stderr or "Failed: e5 (wait)" in failed.stderr
+    assert "emulated failure" in failed.stderr
+    short = make_tool("--ml-capacity", "1", "--max-put-wait", "0.1")
+    short.write("e5.yaml", E5)
+    timed_out = short("apply", "--auto-approve", "--wait-timeout", "1s")
+    assert timed_out.code == 1, timed_out
+    assert "Failed: e5 (wait): deployment e5 did not finish within" in timed_out.stderr
+    assert "(allocation 1/2, state started)" in timed_out.stderr
+    assert "insufficient allocated processors" in timed_out.stderr
+    manifest_timeout = make_tool("--ml-capacity", "0", "--max-put-wait", "0.1")
+    manifest_timeout.write("e5.yaml", E5 + "wait:\n  timeout: 1s\n")
+    result = manifest_timeout("apply", "--auto-approve")
+    assert result.code == 1
+    assert "(allocation 0/2, state starting)" in result.stderr
+    waited = manifest_timeout("wait", "e5", "--timeout", "1s")
+    assert waited.code == 1
+    assert "Failed: e5: deployment e5 did not finish" in waited.stderr
+
+
+def test_no_wait_skips_waiting(make_tool: MakeTool) -> None:
+    tool = make_tool("--ml-capacity", "0", "--max-put-wait", "0.1")
+    tool.write("e5.yaml", E5)
+    result = tool("apply", "--auto-approve", "--no-wait")
+    assert result.code == 0, result
+
+
+def test_a_referenced_endpoint_is_deleted_only_with_the_override(make_tool: MakeTool) -> None:
+    tool = make_tool()
+    tool.write("a.yaml", anthropic("a"))
+    assert tool("apply", "--auto-approve").code == 0
+    tool.es("PUT", "/_ingest/pipeline/p", json={"processors": [{"inference": {"model_id": "a"}}]})
+    tool.remove("a.yaml")
+    assert tool("apply", "--auto-approve").code == 1
+    assert tool.live_ids() == {"a"}
+    assert tool("apply", "--auto-approve", "--allow-referenced").code == 0
+    assert tool.live_ids() == set()
+
+
+def test_json_logs_have_one_event_per_action_and_poll(make_tool: MakeTool) -> None:
+    tool = make_tool()
+    tool.write("a.yaml", anthropic("a"))
+    tool.write("e5.yaml", E5)
+    result = tool("apply", "--auto-approve", "--log-format", "json")
+    assert result.code == 0
+    events = [json.loads(line) for line in result.stderr.splitlines() if line.startswith("{")]
+    done = {(e["inference_id"], e["action"], e["outcome"]) for e in events if e["event"] == "action"}
+    assert {("a", "create", "done"), ("e5", "create", "done")} <= done
+    polls = [e for e in events if e["event"] == "wait"]
+    assert polls
+    assert polls[-1]["inference_id"] == "e5"
+    assert polls[-1]["allocation"] == "2/2"
