@@ -124,3 +124,44 @@ def test_the_plan_json_round_trips_exactly(tmp_path: Path) -> None:
         again = Plan.loads(planned.dumps())
         assert again == planned
         assert again.dumps() == planned.dumps()
+
+
+# -- drift -------------------------------------------------------------------------------------
+
+
+def test_drift_findings_are_stable_and_typed() -> None:
+    from reconciler.planner import drift
+    from reconciler.state import EndpointRecord
+
+    applied = {
+        "task_type": "rerank",
+        "service": "cohere",
+        "service_settings": {"model_id": "m", "rate_limit": {"requests_per_minute": 10}},
+        "task_settings": {"top_n": 5},
+    }
+    record = EndpointRecord(
+        "rerank",
+        "cohere",
+        requested=applied,
+        applied=applied,
+        lifecycle={"ignore_changes": ["task_settings.top_n"]},
+    )
+    state = State("l", 1, "default", "s", {"r": record, "gone": record})
+    live = {
+        "r": {
+            **applied,
+            "inference_id": "r",
+            "service_settings": {"model_id": "m2", "url": "u"},
+            "task_settings": {"top_n": 99},
+        }
+    }
+    findings = drift(live, state)
+    assert [(f.inference_id, f.path, f.kind) for f in findings] == [
+        ("gone", "", "removed"),
+        ("r", "service_settings.model_id", "changed"),
+        ("r", "service_settings.rate_limit.requests_per_minute", "removed"),
+        ("r", "service_settings.url", "added"),
+    ]
+    assert [f.id for f in drift(live, state)] == [f.id for f in findings]
+    moved = {"r": {**live["r"], "service_settings": {"model_id": "m3", "url": "u"}}}
+    assert drift(moved, state)[1].id != findings[1].id  # a new live value is a new finding

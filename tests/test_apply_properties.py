@@ -1,0 +1,68 @@
+"""Apply then plan is empty, for random valid manifest sets on 8.19 and 9.x (the applier in-process)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import httpx
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from reconciler.applier import Applier, ApplyOptions, StateWriter, resolve_secrets
+from reconciler.catalog import Version
+from reconciler.client import Connection, Elasticsearch
+from reconciler.emulator import Emulator, EmulatorConfig
+from reconciler.manifests import load
+from reconciler.planner import Live, Options, plan
+from reconciler.progress import LogReporter
+from reconciler.sensitive import Resolver
+from reconciler.state import FileBackend, State
+from tests.strategies import manifests
+
+
+async def _apply_then_plan(version: Version, documents: list[tuple[dict[str, Any], dict[str, str]]]) -> None:
+    env: dict[str, str] = {}
+    with tempfile.TemporaryDirectory() as folder:
+        root = Path(folder)
+        for i, (manifest, needed) in enumerate(documents):
+            manifest["inference_id"] = f"m{i}-{manifest['inference_id']}"
+            env.update(needed)
+            (root / "manifests").mkdir(exist_ok=True)
+            (root / "manifests" / f"m{i}.json.yaml").write_text(json.dumps(manifest))
+        validation = load(root / "manifests", version, env)
+        assert validation.ok, [str(e) for e in validation.errors]
+        emulator = Emulator(EmulatorConfig(version=str(version), deploy_seconds=0))
+        backend = FileBackend(root / "state.json")
+        async with Elasticsearch(
+            Connection(urls=("http://es",)), transport=httpx.ASGITransport(app=emulator)
+        ) as es:
+            live = {e["inference_id"]: e for e in await es.endpoints()}
+            first = plan(validation.endpoints, Live(live, version), None, Options())
+            secrets = resolve_secrets(first, Resolver(env), None)
+            writer = StateWriter(backend, State.new("default"), None)
+            applier = Applier(es, writer, version, secrets, LogReporter(), ApplyOptions(poll_interval=0.01))
+            result = await applier.apply(first, live, frozenset(d.inference_id for d in validation.endpoints))
+            assert not result.failed, result.failed
+            state = (await backend.read()).state
+            live = {e["inference_id"]: e for e in await es.endpoints()}
+            again = plan(validation.endpoints, Live(live, version), state, Options())
+            assert not again.has_changes, [
+                (c.inference_id, c.action, c.diff) for c in again.changes if c.action.value != "no-op"
+            ]
+
+
+@settings(
+    max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large]
+)
+@given(
+    st.sampled_from([Version(8, 19, 3), Version(9, 5, 0)]).flatmap(
+        lambda v: st.tuples(st.just(v), st.lists(manifests(v), min_size=1, max_size=6))
+    )
+)
+def test_apply_then_plan_is_empty(case: tuple[Version, list[tuple[dict[str, Any], dict[str, str]]]]) -> None:
+    version, documents = case
+    asyncio.run(_apply_then_plan(version, documents))
