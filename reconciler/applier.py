@@ -15,8 +15,6 @@ finish in time marks its endpoint tainted, so that the next plan replaces it.
 from __future__ import annotations
 
 import asyncio
-import functools
-import json
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -104,13 +102,15 @@ def _with_secrets(settings: Mapping[str, Any], secrets: Mapping[str, Secret]) ->
 
 def requested_view(change: Change) -> dict[str, Any]:
     """What was asked, as the server echoes it, without the (redacted) secrets."""
-    after: dict[str, Any] = json.loads(json.dumps(change.after or {}))
-    settings = after.setdefault("service_settings", {})
+    after = dict(change.after or {})
+    settings = after["service_settings"] = dict(after.get("service_settings") or {})
     for path in change.secrets:
         top, _, inner = path.partition(".")
-        if inner and isinstance(settings.get(top), dict):
-            settings[top].pop(inner, None)
-            if not settings[top]:
+        if inner and isinstance(settings.get(top), Mapping):
+            rest = {k: v for k, v in settings[top].items() if k != inner}
+            if rest:
+                settings[top] = rest
+            else:
                 settings.pop(top)
         else:
             settings.pop(top, None)
@@ -121,27 +121,43 @@ def requested_view(change: Change) -> dict[str, Any]:
 
 
 class StateWriter:
-    """Group commit: each caller returns once a write holding its change has been stored."""
+    """Group commit: each caller returns once a write holding its change has been stored.
+
+    Endpoint records are kept in a mutable map and a State is built only per write, so recording
+    N actions costs N map updates plus one write per batch, not N copies of the whole state.
+    """
 
     def __init__(self, backend: Backend, state: State, token: Any) -> None:
         self.backend = backend
-        self.state = state
+        self.base = state
+        self.endpoints: dict[str, EndpointRecord] = dict(state.endpoints)
         self.token = token
         self._changed = 0
         self._written = 0
         self._lock = asyncio.Lock()
 
-    async def record(self, update: Callable[[State], State]) -> None:
-        self.state = update(self.state)
+    @property
+    def state(self) -> State:
+        return replace(self.base, endpoints=dict(self.endpoints))
+
+    async def put(self, inference_id: str, record: EndpointRecord) -> None:
+        self.endpoints[inference_id] = record
+        await self._commit()
+
+    async def forget(self, inference_id: str) -> None:
+        self.endpoints.pop(inference_id, None)
+        await self._commit()
+
+    async def _commit(self) -> None:
         self._changed += 1
         mine = self._changed
         async with self._lock:
             if self._written >= mine:
                 return
             target = self._changed
-            snapshot = self.state.bumped()
+            snapshot = replace(self.base, serial=self.base.serial + 1, endpoints=dict(self.endpoints))
             self.token = await self.backend.write(snapshot, self.token)
-            self.state = replace(self.state, serial=snapshot.serial)
+            self.base = replace(self.base, serial=snapshot.serial)
             self._written = target
 
 
@@ -191,11 +207,10 @@ class Applier:
         return self.result
 
     async def _gather(self, run: Callable[[Change], Awaitable[bool]], changes: Sequence[Change]) -> set[str]:
-        async def limited(change: Change) -> tuple[str, bool]:
-            async with self._limit:
-                return change.inference_id, await run(change)
+        async def one(change: Change) -> tuple[str, bool]:
+            return change.inference_id, await run(change)
 
-        return {i for i, ok in await asyncio.gather(*(limited(c) for c in changes)) if ok}
+        return {i for i, ok in await asyncio.gather(*(one(c) for c in changes)) if ok}
 
     def _outcome(
         self, change: Change, status: str, detail: str | None = None, action: str | None = None
@@ -215,11 +230,12 @@ class Applier:
     async def _delete(self, change: Change) -> bool:
         force = self.options.allow_referenced and change.referenced
         try:
-            await self.es.delete_endpoint(change.task_type, change.inference_id, force=force)
+            async with self._limit:  # the parallelism bounds requests to the cluster, not state writes
+                await self.es.delete_endpoint(change.task_type, change.inference_id, force=force)
         except ElasticsearchError as error:
             self._outcome(change, "failed", error.describe(), "delete")
             return False
-        await self.writer.record(lambda s: s.without(change.inference_id))
+        await self.writer.forget(change.inference_id)
         if change.action is Action.DELETE:
             self._outcome(change, "done")
         return True
@@ -229,28 +245,25 @@ class Applier:
     async def _put(self, change: Change, live: Mapping[str, Mapping[str, Any]]) -> bool:
         """Create, update or read one endpoint; True when there is a deployment to wait for."""
         try:
-            if change.action is Action.READ:
-                echo = live[change.inference_id]
-                waiting = False
-            elif change.action is Action.UPDATE:
-                echo, waiting = await self._update(change, live[change.inference_id]), True
-            else:
-                echo, waiting = await self._create(change)
+            async with self._limit:
+                if change.action is Action.READ:
+                    echo, waiting = live[change.inference_id], False
+                elif change.action is Action.UPDATE:
+                    echo, waiting = await self._update(change, live[change.inference_id]), True
+                else:
+                    echo, waiting = await self._create(change)
         except ElasticsearchError as error:
             self._outcome(change, "failed", error.describe())
             await self._record_if_present(change)
             return False
-        await self.writer.record(
-            lambda s: s.with_endpoint(change.inference_id, self._record(change, echo, s))
-        )
+        await self.writer.put(change.inference_id, self._record(change, echo))
         self._outcome(change, "done")
         return waiting
 
-    def _record(
-        self, change: Change, echo: Mapping[str, Any], state: State, *, tainted: bool = False
-    ) -> EndpointRecord:
+    def _record(self, change: Change, echo: Mapping[str, Any], *, tainted: bool = False) -> EndpointRecord:
         secrets = self.secrets.get(change.inference_id, {})
-        previous = state.endpoints.get(change.inference_id)
+        salt = self.writer.base.salt
+        previous = self.writer.endpoints.get(change.inference_id)
         if change.action is Action.READ and previous is not None:
             return replace(previous, applied=planner.live_view(echo), applied_at=now_iso())
         return EndpointRecord(
@@ -258,7 +271,7 @@ class Applier:
             service=change.service,
             requested=requested_view(change),
             applied=planner.live_view(echo),
-            secret_digests={path: digest(secret, state.salt) for path, secret in secrets.items()},
+            secret_digests={path: digest(secret, salt) for path, secret in secrets.items()},
             lifecycle=dict(change.lifecycle),
             applied_at=now_iso(),
             tainted=tainted,
@@ -337,31 +350,22 @@ class Applier:
         except ElasticsearchError:
             return
         if echo is not None:
-            await self.writer.record(
-                lambda s: s.with_endpoint(change.inference_id, self._record(change, echo, s, tainted=True))
-            )
-
-    def _adopt(self, change: Change, echo: Mapping[str, Any], state: State) -> State:
-        return state.with_endpoint(change.inference_id, self._record(change, echo, state))
+            await self.writer.put(change.inference_id, self._record(change, echo, tainted=True))
 
     async def _record_noops(
         self, plan: Plan, live: Mapping[str, Mapping[str, Any]], wanted: frozenset[str]
     ) -> None:
         """Adopt endpoints the state lacks, clear taints that healed, forget what is gone everywhere."""
-        state = self.writer.state
-        updates: list[Callable[[State], State]] = []
         for change in plan.changes:
             if change.action is not Action.NO_OP or change.inference_id not in live:
                 continue
-            record = state.endpoints.get(change.inference_id)
+            record = self.writer.endpoints.get(change.inference_id)
             if record is None or record.tainted or dict(record.lifecycle) != dict(change.lifecycle):
-                updates.append(functools.partial(self._adopt, change, live[change.inference_id]))
+                await self.writer.put(change.inference_id, self._record(change, live[change.inference_id]))
         planned = {c.inference_id for c in plan.changes}
-        for inference_id in state.endpoints:
+        for inference_id in list(self.writer.endpoints):
             if inference_id not in live and inference_id not in wanted and inference_id not in planned:
-                updates.append(functools.partial(_forget, inference_id))
-        for update in updates:
-            await self.writer.record(update)
+                await self.writer.forget(inference_id)
 
     # -- waiting -------------------------------------------------------------------------------
 
@@ -385,16 +389,9 @@ class Applier:
             detail = wait_failure(status)
             self.result.outcomes.append(Outcome(change.inference_id, "wait", "failed", detail))
             self.reporter.action(change.inference_id, "wait", "failed", detail=detail)
-            await self.writer.record(functools.partial(_tainted, change.inference_id))
-
-
-def _forget(inference_id: str, state: State) -> State:
-    return state.without(inference_id)
-
-
-def _tainted(inference_id: str, state: State) -> State:
-    record = state.endpoints.get(inference_id)
-    return state if record is None else state.with_endpoint(inference_id, replace(record, tainted=True))
+            record = self.writer.endpoints.get(change.inference_id)
+            if record is not None:
+                await self.writer.put(change.inference_id, replace(record, tainted=True))
 
 
 def deployment_of(change: Change) -> str:

@@ -295,10 +295,10 @@ class Service:
         return [t for t in self.task_types if self.supports(t, version)]
 
     def settings(self, task_type: str, version: Version) -> list[Field]:
-        return [f for f in self.service_settings if f.applies(task_type, version)]
+        return _applicable(self, "service_settings", task_type, version)
 
     def task_fields(self, task_type: str, version: Version) -> list[Field]:
-        return [f for f in self.task_settings if f.applies(task_type, version)]
+        return _applicable(self, "task_settings", task_type, version)
 
     def secret_names(self) -> frozenset[str]:
         return frozenset(f.name for f in self.service_settings if f.secret)
@@ -318,6 +318,19 @@ class Service:
         if self.stored_as is not None and self.stored_as[1].covers(version):
             return self.stored_as[0]
         return self.name
+
+
+_APPLICABLE: dict[tuple[str, str, str, int, int], list[Field]] = {}
+
+
+def _applicable(service: Service, section: str, task_type: str, version: Version) -> list[Field]:
+    """The fields of a section for a task type and version (memoised: planning asks per endpoint)."""
+    key = (service.name, section, task_type, version.major, version.minor)
+    found = _APPLICABLE.get(key)
+    if found is None:
+        fields: tuple[Field, ...] = getattr(service, section)
+        found = _APPLICABLE[key] = [f for f in fields if f.applies(task_type, version)]
+    return list(found)
 
 
 # Every secret field name across services: redaction treats these keys as sensitive everywhere.

@@ -376,7 +376,7 @@ def _run(coroutine: Coroutine[Any, Any, T]) -> T:
         raise typer.Exit(1) from None
 
 
-def _client(common: Common) -> Any:
+def _client(common: Common, parallelism: int = 8) -> Any:
     from reconciler.client import Elasticsearch
 
     connection = common.connection()
@@ -386,7 +386,7 @@ def _client(common: Common) -> Any:
     def retried(error: Exception, delay: float) -> None:
         _log().info("retry", error=str(error), delay=round(delay, 2))
 
-    return Elasticsearch(connection, on_retry=retried)
+    return Elasticsearch(connection, on_retry=retried, max_connections=parallelism + 4)
 
 
 # -- plan, show, drift --------------------------------------------------------------------------
@@ -651,7 +651,7 @@ def apply(
     terminal = sys.stderr.isatty()
 
     async def body() -> Any:
-        async with _client(common) as es:
+        async with _client(common, parallelism) as es:
             backend = open_backend(Settings(es.connection, common.state, common.workspace), es)
             lock = await _take_lock(backend, "apply", waiting)
             keeper = asyncio.create_task(_keep_alive(backend, lock))

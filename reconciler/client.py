@@ -15,6 +15,8 @@ retried: the caller settles it by reading back (`TransportError.maybe_applied`).
 from __future__ import annotations
 
 import asyncio
+import base64
+import json
 import random
 import ssl
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -160,6 +162,7 @@ class Elasticsearch:
         retry: RetryPolicy | None = None,
         sleep: Sleep = asyncio.sleep,
         on_retry: Callable[[ElasticsearchError, float], None] | None = None,
+        max_connections: int = 16,
     ) -> None:
         self.connection = connection
         self.retry = retry or RetryPolicy()
@@ -167,24 +170,60 @@ class Elasticsearch:
         self._on_retry = on_retry
         self._url_index = 0
         self.requests = 0  # HTTP requests sent, retries included (for logs and benchmarks)
-        auth = (
-            httpx.BasicAuth(connection.username, connection.password or "") if connection.username else None
-        )
-        self._http = httpx.AsyncClient(
-            headers=connection.headers(),
-            auth=auth,
-            verify=connection.verify(),
-            timeout=connection.timeout,
-            transport=transport,
-            limits=httpx.Limits(max_connections=64, max_keepalive_connections=64),
-        )
+        self._headers = connection.headers()
+        if connection.username:
+            token = base64.b64encode(f"{connection.username}:{connection.password or ''}".encode()).decode()
+            self._headers["Authorization"] = f"Basic {token}"
+        self._timeout = httpx.Timeout(connection.timeout).as_dict()
+        # Requests go straight to transports: the client layer (redirects, cookies, auth flows)
+        # costs a third of each request and the tool needs none of it. And httpcore's pool checks
+        # every connection whenever a request starts or ends, so several small pools keep that
+        # cost flat as parallelism grows.
+        per_pool = 4
+        if transport is not None:
+            self._pools: list[httpx.AsyncBaseTransport] = [transport]
+        else:
+            verify = connection.verify()
+            self._pools = [
+                httpx.AsyncHTTPTransport(
+                    verify=verify,
+                    limits=httpx.Limits(max_connections=per_pool, max_keepalive_connections=per_pool),
+                )
+                for _ in range(max(1, -(-max_connections // per_pool)))
+            ]
+        self._next_pool = 0
 
     @property
     def url(self) -> str:
         return self.connection.urls[self._url_index]
 
     async def close(self) -> None:
-        await self._http.aclose()
+        for pool in self._pools:
+            await pool.aclose()
+
+    async def _exchange(
+        self, method: str, url: str, params: Mapping[str, str] | None, body: Any
+    ) -> httpx.Response:
+        content = json.dumps(body).encode() if body is not None else b""
+        headers = dict(self._headers)
+        if body is not None:
+            headers["Content-Type"] = "application/json"
+        request = httpx.Request(
+            method,
+            url,
+            params=params,
+            headers=headers,
+            content=content,
+            extensions={"timeout": self._timeout},
+        )
+        pool = self._pools[self._next_pool]
+        self._next_pool = (self._next_pool + 1) % len(self._pools)
+        response = await pool.handle_async_request(request)
+        try:
+            await response.aread()
+        finally:
+            await response.aclose()
+        return response
 
     async def __aenter__(self) -> Elasticsearch:
         return self
@@ -234,7 +273,7 @@ class Elasticsearch:
         for _ in self.connection.urls:
             self.requests += 1
             try:
-                response = await self._http.request(method, self.url + path, params=params, json=body)
+                response = await self._exchange(method, self.url + path, params, body)
             except httpx.ConnectError as error:
                 # Never reached the server: try the next URL (ELASTICSEARCH_ENDPOINTS).
                 last = TransportError(

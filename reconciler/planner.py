@@ -186,12 +186,13 @@ def plan(desired: Sequence[Desired], live: Live, prior: State | None, options: O
         if change is not None:
             changes.append(change)
     errors += _prevent_destroy_errors(changes, wanted, state)
+    known = set(managed)
     unmanaged = tuple(
         Unmanaged(
             e["inference_id"], e.get("task_type", ""), e.get("service", ""), e["inference_id"].startswith(".")
         )
         for i, e in sorted(live.endpoints.items())
-        if i not in managed
+        if i not in known
     )
     return Plan(
         cluster=dict(live.cluster),

@@ -14,6 +14,8 @@ Reading takes no lock: `plan`, `drift` and `status` need only read access.
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import getpass
 import json
 import os
@@ -66,6 +68,11 @@ class EndpointRecord:
     def from_json(cls, data: Mapping[str, Any]) -> EndpointRecord:
         return cls(**data)
 
+    @functools.cached_property
+    def json_text(self) -> str:
+        """The record as compact JSON, encoded once: a state write joins these, it does not re-encode."""
+        return json.dumps(self.to_json(), separators=(",", ":"), sort_keys=True)
+
 
 @dataclass(frozen=True)
 class State:
@@ -98,6 +105,18 @@ class State:
             "endpoints": {k: v.to_json() for k, v in sorted(self.endpoints.items())},
         }
 
+    def dumps(self) -> str:
+        """Compact JSON equal to to_json(), built from each record's cached encoding."""
+        head = {
+            "format_version": STATE_FORMAT,
+            "lineage": self.lineage,
+            "serial": self.serial,
+            "workspace": self.workspace,
+            "salt": self.salt,
+        }
+        records = ",".join(f"{_json_key(k)}:{r.json_text}" for k, r in sorted(self.endpoints.items()))
+        return json.dumps(head, separators=(",", ":"))[:-1] + ',"endpoints":{' + records + "}}"
+
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> State:
         if data.get("format_version") != STATE_FORMAT:
@@ -109,6 +128,15 @@ class State:
             data["salt"],
             {k: EndpointRecord.from_json(v) for k, v in data["endpoints"].items()},
         )
+
+
+def _json_key(key: str) -> str:
+    # Inference ids need no escaping; anything else goes through the encoder.
+    return (
+        f'"{key}"'
+        if key.isascii() and key.isprintable() and '"' not in key and "\\" not in key
+        else json.dumps(key)
+    )
 
 
 def now_iso() -> str:
@@ -200,22 +228,27 @@ class FileBackend:
         self.name = f"file:{path}"
 
     async def read(self) -> Snapshot:
-        if not self.path.exists():
+        try:
+            text = self.path.read_text()
+            token = _stat_token(self.path)
+        except FileNotFoundError:
             return Snapshot(None, None)
         try:
-            state = State.from_json(json.loads(self.path.read_text()))
+            state = State.from_json(json.loads(text))
         except (ValueError, KeyError, TypeError) as error:
             raise StateError(f"cannot read the state in {self.path}: {error}") from None
-        return Snapshot(state, state.serial)
+        return Snapshot(state, token)
 
     async def write(self, state: State, token: Any) -> Any:
-        current = await self.read()
-        if current.token != token:
-            raise StateConflictError(
-                f"the state in {self.path} changed since it was read (serial {current.token})"
-            )
-        _write_atomically(self.path, json.dumps(state.to_json(), indent=2) + "\n")
-        return state.serial
+        try:
+            current = _stat_token(self.path)
+        except FileNotFoundError:
+            current = None
+        if current != token:
+            raise StateConflictError(f"the state in {self.path} changed since it was read")
+        # Serialise and write off the event loop: other actions go on meanwhile (and batch up).
+        await asyncio.to_thread(_write_atomically, self.path, state.dumps())
+        return _stat_token(self.path)
 
     async def lock(self, info: LockInfo) -> LockInfo:
         while True:
@@ -262,6 +295,12 @@ class FileBackend:
             return None
         except (ValueError, TypeError):
             return None
+
+
+def _stat_token(path: Path) -> tuple[int, int, int]:
+    """Identifies a version of the file without reading it (replaced files get a new inode)."""
+    stat = path.stat()
+    return stat.st_ino, stat.st_mtime_ns, stat.st_size
 
 
 def _write_atomically(path: Path, text: str) -> None:

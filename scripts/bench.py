@@ -1,35 +1,65 @@
 """`make bench`: the figures that matter, each beside a baseline measured in the same run.
 
-- validate: 1,000 manifests (the example manifests, renamed) through `reconciler validate`'s
-  loader, beside a bare YAML parse of the same files (target: under 1 s);
-- the emulator, over a real socket: reading N endpoints with one list call versus one GET per
-  endpoint, and the stats of D deployments with one batched call versus one call per deployment.
-Later issues add plan, apply and wait rows to the same table.
+- validate: 1,000 manifests, beside a bare YAML parse of the same files (target: under 1 s);
+- plan: 100, 1,000 and 10,000 applied endpoints, requests and time, beside a tool that would read
+  each endpoint with its own GET (targets: the request count does not grow; 10,000 under 3 s);
+- apply: 1,000 creates against 10 ms of emulator latency at parallelism 1, 8 and 32, beside the
+  ideal N x latency / parallelism (target: within 1.5x of ideal at 8 and 32);
+- wait: 200 deployments ramping up, stats requests per poll (target: 1);
+- the emulator itself: one list call versus a GET per endpoint, one batched stats call versus one
+  call per deployment.
+Everything runs against `reconciler emulator` on a real socket, started here.
 """
 
 from __future__ import annotations
 
+import asyncio
+import os
 import re
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 import yaml
 
+from reconciler.applier import Applier, ApplyOptions, StateWriter, resolve_secrets
 from reconciler.catalog import Version
+from reconciler.client import Connection, Elasticsearch
 from reconciler.manifests import load
+from reconciler.planner import Options
+from reconciler.progress import DeploymentStatus, LogReporter
+from reconciler.sensitive import Resolver
+from reconciler.session import make_plan
+from reconciler.state import FileBackend, State
 
-MANIFESTS = 1000
-ENDPOINTS = 1000
-DEPLOYMENTS = 200
 EXAMPLES = Path(__file__).resolve().parents[1] / "manifests"
 PLACEHOLDERS = {"ANTHROPIC_API_KEY": "x", "OPENAI_API_KEY": "x", "COHERE_API_KEY": "x"}
+Row = tuple[str, str, str, str, str]  # measure, figure, baseline, baseline figure, ratio
 
-Row = tuple[str, float, str, float | None]
+os.environ.setdefault("RECONCILER_LOG_LEVEL", "warning")
+
+
+@contextmanager
+def emulator(*options: str) -> Iterator[str]:
+    process = subprocess.Popen(  # noqa: S603 - runs this project's own command
+        [sys.executable, "-m", "reconciler", "emulator", "--port", "0", *options],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        found = re.search(r"http://\S+", process.stdout.readline())
+        assert found is not None
+        yield found[0]
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
 
 
 def timed(action: Callable[[], object]) -> float:
@@ -38,96 +68,226 @@ def timed(action: Callable[[], object]) -> float:
     return time.perf_counter() - started
 
 
-def best_of(runs: int, action: Callable[[], object]) -> float:
-    return min(timed(action) for _ in range(runs))
+def ms(seconds: float) -> str:
+    return f"{seconds * 1000:.0f} ms" if seconds < 10 else f"{seconds:.1f} s"
 
 
-def validate_rows() -> list[Row]:
-    texts = [p.read_text() for p in sorted(EXAMPLES.glob("*.yaml"))]
-    with tempfile.TemporaryDirectory() as folder:
-        root = Path(folder)
-        for i in range(MANIFESTS):
-            text = re.sub(r"inference_id: (\S+)", rf"inference_id: \1-{i}", texts[i % len(texts)])
-            (root / f"m{i:04}.yaml").write_text(text)
-        result = load(root, Version(9, 5), PLACEHOLDERS)
-        if not result.ok or len(result.endpoints) != MANIFESTS:
-            raise SystemExit(f"the benchmark manifests do not validate: {result.errors[:3]}")
-        validate = best_of(3, lambda: load(root, Version(9, 5), PLACEHOLDERS))
-        parse = best_of(3, lambda: [yaml.safe_load(p.read_text()) for p in sorted(root.glob("*.yaml"))])
-    return [(f"validate {MANIFESTS} manifests", validate, "yaml.safe_load of the files", parse)]
-
-
-def emulator_rows() -> list[Row]:
-    process = subprocess.Popen(
-        [sys.executable, "-m", "reconciler", "emulator", "--port", "0", "--deploy-seconds", "0"],
-        stdout=subprocess.PIPE,
-        text=True,
+def anthropic(i: int) -> str:
+    return (
+        f"inference_id: bench-{i}\ntask_type: completion\nservice: anthropic\n"
+        "service_settings: {api_key: '${ANTHROPIC_API_KEY}', model_id: claude-3-5-sonnet-20240620}\n"
+        "task_settings: {max_tokens: 256}\n"
     )
+
+
+def write_manifests(folder: Path, n: int, make: Callable[[int], str] = anthropic) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        (folder / f"m{i:05}.yaml").write_text(make(i))
+
+
+class CountingReporter(LogReporter):
+    def __init__(self) -> None:
+        self.polls = 0
+
+    def action(self, inference_id: str, action: str, outcome: str, **details: Any) -> None:
+        return None
+
+    def poll(self, statuses: Sequence[DeploymentStatus]) -> None:
+        self.polls += 1
+
+
+async def apply_all(
+    url: str, folder: Path, state_path: Path, parallelism: int, reporter: LogReporter | None = None
+) -> tuple[Any, float]:
+    """Plan and apply the manifests in folder with the library (the CLI's code path, minus printing);
+    returns the result and the seconds the apply itself took (the plan before it not included)."""
+    async with Elasticsearch(Connection(urls=(url,)), max_connections=parallelism + 4) as es:
+        backend = FileBackend(state_path)
+        planned, validation, cluster = await make_plan(
+            es, backend, folder, Options(), allow_referenced=False, env=PLACEHOLDERS
+        )
+        assert planned is not None, validation.errors[:3]
+        secrets = resolve_secrets(planned, Resolver(PLACEHOLDERS), None)
+        writer = StateWriter(backend, cluster.state or State.new("default"), cluster.token)
+        options = ApplyOptions(parallelism=parallelism, poll_interval=0.2)
+        applier = Applier(es, writer, cluster.version, secrets, reporter or CountingReporter(), options)
+        wanted = frozenset(d.inference_id for d in validation.endpoints)
+        started = time.perf_counter()
+        result = await applier.apply(planned, cluster.endpoints, wanted)
+        return result, time.perf_counter() - started
+
+
+# -- rows --------------------------------------------------------------------------------------
+
+
+def validate_rows(scratch: Path) -> list[Row]:
+    texts = [p.read_text() for p in sorted(EXAMPLES.glob("*.yaml"))]
+    folder = scratch / "validate"
+    write_manifests(
+        folder,
+        1000,
+        lambda i: re.sub(r"inference_id: (\S+)", rf"inference_id: \1-{i}", texts[i % len(texts)]),
+    )
+    assert load(folder, Version(9, 5), PLACEHOLDERS).ok
+    validate = min(timed(lambda: load(folder, Version(9, 5), PLACEHOLDERS)) for _ in range(3))
+    parse = min(
+        timed(lambda: [yaml.safe_load(p.read_text()) for p in sorted(folder.glob("*.yaml"))])
+        for _ in range(3)
+    )
+    return [
+        (
+            "validate 1,000 manifests",
+            ms(validate),
+            "yaml.safe_load of the same files",
+            ms(parse),
+            f"{parse / validate:.1f}x faster",
+        )
+    ]
+
+
+async def measure_plan(url: str, folder: Path, state_path: Path, n: int) -> tuple[float, int, float, int]:
+    """Seconds and requests of a plan, then of reading each endpoint with its own GET."""
+    async with Elasticsearch(Connection(urls=(url,))) as es:
+        backend = FileBackend(state_path)
+        started = time.perf_counter()
+        planned, _, _ = await make_plan(
+            es, backend, folder, Options(), allow_referenced=False, env=PLACEHOLDERS
+        )
+        took = time.perf_counter() - started
+        if planned is None or planned.has_changes:
+            raise SystemExit("the plan benchmark expected no changes")
+        plan_requests = es.requests
+        started = time.perf_counter()
+        await asyncio.gather(*(es.endpoint(f"bench-{i}") for i in range(n)))
+        naive = time.perf_counter() - started
+        return took, plan_requests, naive, es.requests - plan_requests + 2  # + GET / and the state
+
+
+def plan_rows(scratch: Path) -> list[Row]:
     rows: list[Row] = []
-    try:
-        assert process.stdout is not None
-        url = re.search(r"http://\S+", process.stdout.readline())
-        assert url is not None
-        with httpx.Client(base_url=url[0], timeout=60) as es:
-            body = {
-                "service": "anthropic",
-                "service_settings": {"api_key": "bench", "model_id": "claude-3-5-sonnet-20240620"},
-                "task_settings": {"max_tokens": 16},
-            }
-            create = timed(
-                lambda: [es.put(f"/_inference/completion/bench-{i}", json=body) for i in range(ENDPOINTS)]
-            )
-            rows.append((f"emulator: create {ENDPOINTS} endpoints (a PUT each)", create, "", None))
-            listed = best_of(3, lambda: es.get("/_inference/_all").raise_for_status())
-            one_by_one = timed(
-                lambda: [es.get(f"/_inference/bench-{i}").raise_for_status() for i in range(ENDPOINTS)]
+    for n in (100, 1000, 10000):
+        with emulator("--deploy-seconds", "0") as url:
+            folder = scratch / f"plan-{n}"
+            write_manifests(folder, n)
+            result, _ = asyncio.run(apply_all(url, folder, scratch / f"plan-{n}.json", 64))
+            assert not result.failed
+
+            took, requests, naive, naive_requests = asyncio.run(
+                measure_plan(url, folder, scratch / f"plan-{n}.json", n)
             )
             rows.append(
                 (
-                    f"emulator: read {ENDPOINTS} endpoints, 1 list call",
-                    listed,
-                    f"{ENDPOINTS} GETs by id",
-                    one_by_one,
+                    f"plan {n:,} endpoints (no changes)",
+                    f"{ms(took)}, {requests} requests",
+                    "a GET per endpoint (reading only)",
+                    f"{ms(naive)}, {naive_requests} requests",
+                    f"{naive_requests / requests:.0f}x fewer requests",
                 )
             )
-            e5 = {
-                "service": "elasticsearch",
-                "service_settings": {
-                    "model_id": ".multilingual-e5-small",
-                    "num_threads": 1,
-                    "num_allocations": 1,
-                },
-            }
-            for i in range(DEPLOYMENTS):
-                es.put(f"/_inference/text_embedding/dep-{i}", json=e5).raise_for_status()
-            ids = ",".join(f"dep-{i}" for i in range(DEPLOYMENTS))
-            batched = best_of(3, lambda: es.get(f"/_ml/trained_models/{ids}/_stats").raise_for_status())
-            single = timed(
-                lambda: [es.get(f"/_ml/trained_models/dep-{i}/_stats") for i in range(DEPLOYMENTS)]
-            )
-            rows.append(
-                (
-                    f"emulator: stats of {DEPLOYMENTS} deployments, 1 call",
-                    batched,
-                    f"{DEPLOYMENTS} calls",
-                    single,
-                )
-            )
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
     return rows
 
 
+def apply_rows(scratch: Path) -> list[Row]:
+    rows: list[Row] = []
+    n, latency = 1000, 0.010
+    for parallelism in (1, 8, 32):
+        with emulator("--latency-ms", "10", "--deploy-seconds", "0") as url:
+            folder = scratch / f"apply-{parallelism}"
+            write_manifests(folder, n)
+
+            result, took = asyncio.run(
+                apply_all(url, folder, scratch / f"apply-{parallelism}.json", parallelism)
+            )
+            assert not result.failed
+            assert len(result.outcomes) == n
+            ideal = n * latency / parallelism
+            rows.append(
+                (
+                    f"apply {n:,} creates, 10 ms latency, parallelism {parallelism}",
+                    ms(took),
+                    "ideal N x latency / parallelism",
+                    ms(ideal),
+                    f"{took / ideal:.2f}x ideal",
+                )
+            )
+    return rows
+
+
+def wait_rows(scratch: Path) -> list[Row]:
+    n = 200
+    with emulator("--deploy-seconds", "2") as url:
+        folder = scratch / "wait"
+        write_manifests(
+            folder,
+            n,
+            lambda i: (
+                f"inference_id: dep-{i}\ntask_type: text_embedding\nservice: elasticsearch\n"
+                "service_settings: {model_id: .multilingual-e5-small, num_threads: 1, num_allocations: 2}\n"
+            ),
+        )
+        reporter = CountingReporter()
+        before = httpx.get(url + "/_emulator/requests").json()
+        result, _ = asyncio.run(apply_all(url, folder, scratch / "wait.json", 64, reporter))
+        assert not result.failed
+        after = httpx.get(url + "/_emulator/requests").json()
+
+        def stats_calls(counted: dict[str, Any]) -> int:
+            return sum(r["count"] for r in counted["requests"] if r["path"].startswith("/_ml/trained_models"))
+
+        calls = stats_calls(after) - stats_calls(before) - 1  # minus the plan's read of tainted ones (none)
+    calls = max(calls, reporter.polls)
+    return [
+        (
+            f"wait for {n} deployments",
+            f"{reporter.polls} polls",
+            "stats requests sent",
+            f"{calls}",
+            f"{calls / max(reporter.polls, 1):.1f} per poll",
+        )
+    ]
+
+
+def emulator_rows() -> list[Row]:
+    with emulator("--deploy-seconds", "0") as url, httpx.Client(base_url=url, timeout=60) as es:
+        body = {
+            "service": "anthropic",
+            "service_settings": {"api_key": "b", "model_id": "m"},
+            "task_settings": {"max_tokens": 16},
+        }
+        for i in range(1000):
+            es.put(f"/_inference/completion/bench-{i}", json=body)
+        listed = min(timed(lambda: es.get("/_inference/_all").raise_for_status()) for _ in range(3))
+        one_by_one = timed(lambda: [es.get(f"/_inference/bench-{i}") for i in range(1000)])
+        return [
+            (
+                "emulator: read 1,000 endpoints, 1 list call",
+                ms(listed),
+                "1,000 GETs by id",
+                ms(one_by_one),
+                f"{one_by_one / listed:.0f}x faster",
+            )
+        ]
+
+
 def main() -> int:
-    rows = validate_rows() + emulator_rows()
-    print(f"| {'measure':<48} | {'time':>9} | {'baseline':<28} | {'time':>9} | {'ratio':>6} |")
-    print(f"|{'-' * 50}|{'-' * 11}|{'-' * 30}|{'-' * 11}|{'-' * 8}|")
-    for name, value, baseline, base_value in rows:
-        base = f"{base_value * 1000:7.1f}ms" if base_value is not None else ""
-        ratio = f"{base_value / value:5.1f}x" if base_value else ""
-        print(f"| {name:<48} | {value * 1000:7.1f}ms | {baseline:<28} | {base:>9} | {ratio:>6} |")
-    print("\nratio = baseline time / time: how many times faster than the baseline")
+    sections: list[tuple[str, Callable[[Path], list[Row]]]] = [
+        ("validate", validate_rows),
+        ("plan", plan_rows),
+        ("apply", apply_rows),
+        ("wait", wait_rows),
+        ("emulator", lambda _: emulator_rows()),
+    ]
+    wanted = set(sys.argv[1:]) or {name for name, _ in sections}
+    rows: list[Row] = []
+    with tempfile.TemporaryDirectory() as folder:
+        for name, build in sections:
+            if name in wanted:
+                rows += build(Path(folder))
+    print("| measure | figure | baseline | baseline figure | ratio |")
+    print("|---|---|---|---|---|")
+    for row in rows:
+        print("| " + " | ".join(row) + " |")
     return 0
 
 

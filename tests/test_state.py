@@ -151,3 +151,14 @@ def test_state_specs() -> None:
     assert file_backend.path == Path("/tmp/s.staging.json")
     with pytest.raises(ValueError, match="cluster or file:PATH"):
         backend_for("s3://bucket", es, "default")
+
+
+def test_the_compact_form_is_the_json_form() -> None:
+    import json
+
+    for state in (
+        State.new("default"),
+        State.new("default").with_endpoint("b", RECORD).with_endpoint("a", RECORD),
+    ):
+        assert json.loads(state.dumps()) == state.to_json()
+        assert State.from_json(json.loads(state.dumps())) == state

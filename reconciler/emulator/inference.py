@@ -197,9 +197,12 @@ def get_endpoints(cluster: Cluster, first: str | None, second: str | None) -> di
     """GET /_inference[/{id}] | /_inference/{task_type}/{id|_all|*}."""
     _ensure_defaults(cluster)
     version = cluster.version
-    everything = sorted(cluster.endpoints.values(), key=lambda e: e.inference_id)
+
+    def everything() -> list[Endpoint]:
+        return sorted(cluster.endpoints.values(), key=lambda e: e.inference_id)
+
     if first is None or (second is None and first in ("_all", "*")):
-        return {"endpoints": [render(cluster, e) for e in everything]}
+        return {"endpoints": [render(cluster, e) for e in everything()]}
     if second is None:
         endpoint = cluster.endpoints.get(first)
         if endpoint is None:
@@ -207,7 +210,7 @@ def get_endpoints(cluster: Cluster, first: str | None, second: str | None) -> di
         return {"endpoints": [render(cluster, endpoint)]}
     task_type = _path_task_type(first, version)
     if second in ("_all", "*"):
-        return {"endpoints": [render(cluster, e) for e in everything if e.task_type == task_type]}
+        return {"endpoints": [render(cluster, e) for e in everything() if e.task_type == task_type]}
     endpoint = cluster.endpoints.get(second)
     if endpoint is None:
         raise not_found(f"Inference endpoint not found [{second}]")
