@@ -441,7 +441,7 @@ def plan(
             planned, validation, _ = await make_plan(
                 es, backend, manifests, options, allow_referenced=allow_referenced
             )
-            _log().info("cluster_read", requests=es.requests, endpoints=len(validation.endpoints))
+            _log().debug("cluster_read", requests=es.requests, endpoints=len(validation.endpoints))
             return planned, validation
 
     planned, validation = _run(body())

@@ -14,7 +14,6 @@ Everything runs against `reconciler emulator` on a real socket, started here.
 from __future__ import annotations
 
 import asyncio
-import os
 import re
 import subprocess
 import sys
@@ -41,8 +40,6 @@ from reconciler.state import FileBackend, State
 EXAMPLES = Path(__file__).resolve().parents[1] / "manifests"
 PLACEHOLDERS = {"ANTHROPIC_API_KEY": "x", "OPENAI_API_KEY": "x", "COHERE_API_KEY": "x"}
 Row = tuple[str, str, str, str, str]  # measure, figure, baseline, baseline figure, ratio
-
-os.environ.setdefault("RECONCILER_LOG_LEVEL", "warning")
 
 
 @contextmanager
