@@ -9,6 +9,7 @@ one batched stats call (only when a tainted endpoint needs its deployment checke
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -17,7 +18,7 @@ from typing import Any
 
 from reconciler import catalog, planner
 from reconciler.catalog import Version
-from reconciler.client import Connection, Elasticsearch
+from reconciler.client import ApiError, Connection, Elasticsearch
 from reconciler.manifests import Validation, load
 from reconciler.plan import Plan
 from reconciler.state import Backend, State, backend_for
@@ -98,20 +99,36 @@ async def make_plan(
     deployments = await es.deployment_stats([deployment_id(e) for e in tainted]) if tainted else {}
     planned = planner.plan(validation.endpoints, cluster.live(es.url, deployments), state, options)
     wanted = planner.needs_references(planned)
-    found = await _references(es, wanted)
-    return planner.with_references(planned, found, allow_referenced), validation, cluster
+    found, unchecked = await _references(es, wanted)
+    planned = planner.with_references(planned, found, allow_referenced)
+    if unchecked:
+        note = (
+            f"could not check what uses {', '.join(unchecked)}: DELETE ?dry_run=true needs the manage_inference "
+            "privilege; apply will refuse (409) to delete an endpoint in use without --allow-referenced"
+        )
+        planned = dataclasses.replace(planned, warnings=(*planned.warnings, note))
+    return planned, validation, cluster
 
 
 async def _references(
     es: Elasticsearch, wanted: Sequence[tuple[str, str]]
-) -> dict[str, dict[str, list[str]]]:
+) -> tuple[dict[str, dict[str, list[str]]], list[str]]:
+    """References of each endpoint, and the ids they could not be read for (no privilege)."""
     limit = asyncio.Semaphore(8)
+    unchecked: list[str] = []
 
-    async def one(inference_id: str, task_type: str) -> tuple[str, dict[str, list[str]]]:
+    async def one(inference_id: str, task_type: str) -> tuple[str, dict[str, list[str]]] | None:
         async with limit:
-            return inference_id, await es.references(inference_id, task_type)
+            try:
+                return inference_id, await es.references(inference_id, task_type)
+            except ApiError as error:
+                if error.status != 403:
+                    raise
+                unchecked.append(inference_id)
+                return None
 
-    return dict(await asyncio.gather(*(one(i, t) for i, t in wanted)))
+    found = [r for r in await asyncio.gather(*(one(i, t) for i, t in wanted)) if r is not None]
+    return dict(found), sorted(unchecked)
 
 
 def open_backend(settings: Settings, es: Elasticsearch) -> Backend:
