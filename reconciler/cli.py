@@ -43,6 +43,7 @@ def _main(
     ] = False,
 ) -> None:
     """Keep the inference endpoints of an Elasticsearch cluster equal to a folder of YAML manifests."""
+    _LOGGING["format"] = "console"  # until a command's --log-format says otherwise
 
 
 @app.command()
@@ -74,7 +75,7 @@ def emulator(
         bool,
         typer.Option(
             help="Pending allocations wait for capacity (as on Elastic Cloud); without it a start that "
-            "cannot be placed fails at once with 429."
+            "cannot be placed fails at once (429; 409 from 9.5)."
         ),
     ] = True,
     max_put_wait: Annotated[
@@ -234,7 +235,7 @@ _COMMON: dict[str, tuple[Any, Any]] = {
             str | None,
             typer.Option(
                 envvar=["ELASTICSEARCH_URL", "ELASTICSEARCH_ENDPOINTS", "ES_URL"],
-                help="Elasticsearch URL; several comma-separated are tried in order. [default: http://localhost:9200]",
+                help="Elasticsearch URL (default http://localhost:9200); several comma-separated are tried in order.",
                 show_envvar=True,
             ),
         ],
@@ -331,10 +332,31 @@ def cluster_command(func: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+_LOGGING = {"format": "console"}
+
+
+def _stderr(message: str, level: str = "error") -> None:
+    """A message for the user on stderr: plain text, or one JSON event under --log-format json."""
+    if _LOGGING["format"] == "json":
+        getattr(_log(), level)("message", message=message)
+    else:
+        typer.echo(message, err=True)
+
+
+def _report_validation(validation: Any) -> None:
+    """Manifest warnings, then errors, as file:line: field.path: message."""
+    for warning in validation.warnings:
+        _stderr(f"{warning.file}:{warning.line}: {warning.path}: warning: {warning.message}", "warning")
+    for problem in validation.errors:
+        _stderr(str(problem))
+
+
 def _configure_logging(log_format: str) -> None:
     import logging
 
     import structlog
+
+    _LOGGING["format"] = log_format
 
     renderer: Any = (
         structlog.processors.JSONRenderer()
@@ -372,7 +394,7 @@ def _run(coroutine: Coroutine[Any, Any, T]) -> T:
     try:
         return asyncio.run(coroutine)
     except (ElasticsearchError, StateError, UnsupportedVersionError, PlanFormatError) as error:
-        typer.echo(f"Error: {error}", err=True)
+        _stderr(f"Error: {error}")
         raise typer.Exit(1) from None
 
 
@@ -445,11 +467,8 @@ def plan(
             return planned, validation
 
     planned, validation = _run(body())
-    for warning in validation.warnings:
-        typer.echo(f"{warning.file}:{warning.line}: {warning.path}: warning: {warning.message}", err=True)
+    _report_validation(validation)
     if planned is None:
-        for problem in validation.errors:
-            typer.echo(str(problem), err=True)
         raise typer.Exit(1)
     if out is not None:
         out.write_text(planned.dumps())
@@ -469,7 +488,9 @@ def plan(
 def show(
     planfile: Annotated[Path, typer.Argument(help="A plan saved with plan --out.")],
     as_json: Annotated[bool, typer.Option("--json", help="Print the plan as JSON.")] = False,
-    no_color: Annotated[bool, typer.Option(envvar="NO_COLOR", help="No colours in the output.")] = False,
+    no_color: Annotated[
+        bool, typer.Option("--no-color", envvar="NO_COLOR", help="No colours in the output.")
+    ] = False,
 ) -> None:
     """Print a saved plan."""
     from reconciler import render
@@ -478,7 +499,7 @@ def show(
     try:
         planned = Plan.loads(planfile.read_text())
     except (OSError, PlanFormatError) as error:
-        typer.echo(f"Error: {planfile}: {error}", err=True)
+        _stderr(f"Error: {planfile}: {error}")
         raise typer.Exit(1) from None
     if as_json:
         typer.echo(planned.dumps(), nl=False)
@@ -492,10 +513,19 @@ def drift(
     common: Common,
     as_json: Annotated[bool, typer.Option("--json", help="Print the findings as JSON.")] = False,
     as_markdown: Annotated[bool, typer.Option("--markdown", help="Print the findings as Markdown.")] = False,
+    known_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--known",
+            help="A previous drift --json output: findings with the same id are marked known, the others new.",
+        ),
+    ] = None,
 ) -> None:
     """Compare the cluster with what was last applied; exit 2 when it has moved away."""
     from reconciler import planner, render
     from reconciler.session import Settings, open_backend, read_cluster
+
+    known = _known_findings(known_file)
 
     async def body() -> Any:
         async with _client(common) as es:
@@ -515,20 +545,36 @@ def drift(
                 "version": cluster.info["version"]["number"],
                 "cluster_uuid": cluster.info.get("cluster_uuid"),
             },
-            "findings": [f.to_json() for f in findings],
+            "findings": [{**f.to_json(), "new": f.id not in known} for f in findings],
             "summary": {
                 "endpoints_checked": checked,
                 "endpoints_drifted": len({f.inference_id for f in findings}),
                 "findings": len(findings),
+                "new_findings": sum(f.id not in known for f in findings),
             },
         }
         typer.echo(json.dumps(document, indent=2))
     elif as_markdown:
-        typer.echo(render.drift_markdown(findings, checked), nl=False)
+        typer.echo(render.drift_markdown(findings, checked, known), nl=False)
     else:
-        typer.echo(render.drift_human(findings, checked), nl=False)
+        typer.echo(render.drift_human(findings, checked, known), nl=False)
     if findings:
         raise typer.Exit(2)
+
+
+def _known_findings(path: Path | None) -> frozenset[str]:
+    """The finding ids of a previous drift --json output; none when the file does not exist yet."""
+    if path is None:
+        return frozenset()
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+        return frozenset(str(finding["id"]) for finding in document["findings"])
+    except FileNotFoundError:
+        _stderr(f"{path}: not found; every finding counts as new", "warning")
+        return frozenset()
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        _stderr(f"Error: {path}: not a drift --json output ({type(error).__name__}: {error})")
+        raise typer.Exit(1) from None
 
 
 # -- apply and the runbook commands ----------------------------------------------------------
@@ -640,13 +686,10 @@ def apply(
         try:
             saved = Plan.loads(planfile.read_text())
         except (OSError, PlanFormatError) as error:
-            typer.echo(f"Error: {planfile}: {error}", err=True)
+            _stderr(f"Error: {planfile}: {error}")
             raise typer.Exit(1) from None
         if saved.errors:
-            typer.echo(
-                "Error: the saved plan has errors and cannot be applied:\n" + "\n".join(saved.errors),
-                err=True,
-            )
+            _stderr("Error: the saved plan has errors and cannot be applied:\n" + "\n".join(saved.errors))
             raise typer.Exit(1)
     terminal = sys.stderr.isatty()
 
@@ -663,14 +706,8 @@ def apply(
                     planned, validation, cluster = await make_plan(
                         es, backend, manifests, run_options, allow_referenced=allow_referenced
                     )
-                    for warning in validation.warnings:
-                        typer.echo(
-                            f"{warning.file}:{warning.line}: {warning.path}: warning: {warning.message}",
-                            err=True,
-                        )
+                    _report_validation(validation)
                     if planned is None:
-                        for problem in validation.errors:
-                            typer.echo(str(problem), err=True)
                         return None
                     typer.echo(render.human(planned, color=common.color()), nl=False)
                     if planned.errors:
@@ -713,13 +750,13 @@ def apply(
     try:
         outcome = _run(body())
     except ApplyError as error:
-        typer.echo(f"Error: {error}", err=True)
+        _stderr(f"Error: {error}")
         raise typer.Exit(1) from None
     if outcome is None:
         raise typer.Exit(1)
     result, after = outcome
     for failure in result.failed:
-        typer.echo(f"Failed: {failure.inference_id} ({failure.action}): {failure.detail}", err=True)
+        _stderr(f"Failed: {failure.inference_id} ({failure.action}): {failure.detail}")
     counts = result.counts()
     typer.echo(
         f"Apply finished: {counts['done']} done, {counts['failed']} failed, {counts['skipped']} skipped."
@@ -831,7 +868,7 @@ def wait(
             for inference_id in ids:
                 endpoint = await es.endpoint(inference_id)
                 if endpoint is None:
-                    typer.echo(f"Error: no endpoint {inference_id}", err=True)
+                    _stderr(f"Error: no endpoint {inference_id}")
                     raise typer.Exit(1)
                 pending[inference_id] = (deployment_id(endpoint), seconds)
             report = reporter(sys.stderr.isatty(), common.color())
@@ -843,7 +880,7 @@ def wait(
     results = _run(body())
     failed = [s for s in results.values() if s.outcome != "done"]
     for status in failed:
-        typer.echo(f"Failed: {status.inference_id}: {wait_failure(status)}", err=True)
+        _stderr(f"Failed: {status.inference_id}: {wait_failure(status)}")
     for status in results.values():
         if status.outcome == "done":
             typer.echo(f"{status.inference_id}: {status.allocation()} fully allocated")
@@ -862,7 +899,8 @@ def import_(
         bool, typer.Option("--all", help="Import every live endpoint not preconfigured.")
     ] = False,
     out: Annotated[
-        Path | None, typer.Option("--out", help="Where to write the manifests [default: --manifests].")
+        Path | None,
+        typer.Option("--out", help="Where to write the manifests (default: the --manifests folder)."),
     ] = None,
     manifests: ManifestsOption = Path("manifests"),
     lock_timeout: Duration = None,
@@ -889,7 +927,7 @@ def import_(
                 )
                 missing = [i for i in chosen if i not in cluster.endpoints]
                 if missing:
-                    typer.echo(f"Error: no live endpoint {', '.join(missing)}", err=True)
+                    _stderr(f"Error: no live endpoint {', '.join(missing)}")
                     raise typer.Exit(1)
                 written = importer.write_manifests([cluster.endpoints[i] for i in chosen], folder, cluster)
                 await importer.adopt(
@@ -949,7 +987,7 @@ def state_show(common: Common, inference_id: Annotated[str, typer.Argument(metav
     state = _run(body()).state
     record = state.endpoints.get(inference_id) if state is not None else None
     if record is None:
-        typer.echo(f"Error: the state has no endpoint {inference_id}", err=True)
+        _stderr(f"Error: the state has no endpoint {inference_id}")
         raise typer.Exit(1)
     typer.echo(json.dumps(record.to_json(), indent=2))
 
@@ -977,7 +1015,7 @@ def state_rm(
                     await backend.unlock(lock.id)
 
     if not _run(body()):
-        typer.echo(f"Error: the state has no endpoint {inference_id}", err=True)
+        _stderr(f"Error: the state has no endpoint {inference_id}")
         raise typer.Exit(1)
     typer.echo(f"{inference_id} is no longer managed (it stays in the cluster).")
 

@@ -127,26 +127,32 @@ def _markdown_change(change: Change) -> str:
 # -- drift -------------------------------------------------------------------------------------
 
 
-def drift_human(findings: Sequence[Finding], checked: int) -> str:
+def drift_human(findings: Sequence[Finding], checked: int, known: frozenset[str] = frozenset()) -> str:
     if not findings:
         return f"No drift: the {checked} managed endpoint(s) match what was last applied.\n"
     lines = [
-        f"drift: {f.inference_id}: {f.path or '(the endpoint)'} {f.kind}: applied {_value(f.applied)}, live {_value(f.live)}"
+        f"drift: {f.inference_id}: {f.path or '(the endpoint)'} {f.kind}: applied {_value(f.applied)}, "
+        f"live {_value(f.live)}{' (known)' if f.id in known else ''}"
         for f in findings
     ]
-    drifted = len({f.inference_id for f in findings})
-    return "\n".join(lines) + f"\n{len(findings)} finding(s) on {drifted} of {checked} endpoint(s).\n"
+    return "\n".join(lines) + f"\n{_drift_summary(findings, checked, known)}.\n"
 
 
-def drift_markdown(findings: Sequence[Finding], checked: int) -> str:
+def drift_markdown(findings: Sequence[Finding], checked: int, known: frozenset[str] = frozenset()) -> str:
     if not findings:
         return f"### reconciler drift\n\n**No drift** on {checked} managed endpoint(s).\n"
     rows = "".join(
-        f"| `{f.inference_id}` | `{f.path or '(endpoint)'}` | {f.kind} | `{_value(f.applied)}` | `{_value(f.live)}` |\n"
+        f"| `{f.inference_id}` | `{f.path or '(endpoint)'}` | {f.kind} | `{_value(f.applied)}` | `{_value(f.live)}` "
+        f"| {'known' if f.id in known else '**new**'} |\n"
         for f in findings
     )
-    drifted = len({f.inference_id for f in findings})
     return (
-        f"### reconciler drift\n\n**{len(findings)} finding(s) on {drifted} of {checked} endpoint(s)**\n\n"
-        "| endpoint | path | kind | applied | live |\n|---|---|---|---|---|\n" + rows
+        f"### reconciler drift\n\n**{_drift_summary(findings, checked, known)}**\n\n"
+        "| endpoint | path | kind | applied | live | |\n|---|---|---|---|---|---|\n" + rows
     )
+
+
+def _drift_summary(findings: Sequence[Finding], checked: int, known: frozenset[str]) -> str:
+    drifted = len({f.inference_id for f in findings})
+    new = sum(f.id not in known for f in findings)
+    return f"{len(findings)} finding(s) on {drifted} of {checked} endpoint(s), {new} new"

@@ -118,6 +118,27 @@ def test_every_reason_and_action(make_tool: MakeTool, version: str) -> None:
         64,
         5,
     )
+    assert finding["new"]
+    assert drift.json()["summary"]["new_findings"] == 1
+    known = tool.root / "drift.json"
+    known.write_text(drift.stdout)
+    tool.es("PUT", "/_inference/completion/a/_update", json={"task_settings": {"max_tokens": 7}})
+    again = tool("drift", "--json", "--known", str(known))
+    assert again.code == 2
+    assert {(f["inference_id"], f["new"]) for f in again.json()["findings"]} == {("b", False), ("a", True)}
+    assert again.json()["summary"]["new_findings"] == 1
+    human = tool("drift", "--known", str(known)).stdout
+    assert "live 5 (known)" in human
+    assert "live 7\n" in human
+    assert "1 new" in human
+    first_run = tool("drift", "--known", str(tool.root / "none-yet.json"))
+    assert first_run.code == 2
+    assert "every finding counts as new" in first_run.stderr
+    (tool.root / "bad.json").write_text("{}")
+    bad = tool("drift", "--known", str(tool.root / "bad.json"))
+    assert bad.code == 1
+    assert "not a drift --json output" in bad.stderr
+    tool.es("PUT", "/_inference/completion/a/_update", json={"task_settings": {"max_tokens": 128}})
     step({"b": ("update", "drift")})
     rotated = {"ANTHROPIC_API_KEY": "sk-ant-rotated"}
     assert actions(plan_json(tool, env=rotated)) == {
@@ -344,3 +365,27 @@ def test_status_wait_and_state_commands(make_tool: MakeTool) -> None:
     assert tool("state", "rm", "a").code == 0
     assert "a" in tool.live_ids()
     assert tool("state", "show", "a").code == 1
+
+
+def test_json_logs_put_every_stderr_line_in_json(make_tool: MakeTool) -> None:
+    """A log pipeline gets events, errors and warnings included, never a bare line."""
+    tool = make_tool()
+    tool.write("bad.yaml", CLAUDE.replace("max_tokens: 1024", "max_tokens: lots"))
+    tool.write(
+        "old.yaml",
+        "inference_id: old\ntask_type: sparse_embedding\nservice: elser\n"
+        "service_settings: {model_id: .elser_model_2, num_allocations: 1, num_threads: 1}\n",
+    )
+    for run in (
+        tool("plan", "--log-format", "json"),
+        tool("drift", "--log-format", "json", "--known", str(tool.root / "missing.json")),
+        tool("wait", "nope", "--log-format", "json"),
+    ):
+        events = [json.loads(line) for line in run.stderr.splitlines()]
+        assert events, run
+        assert all(e["level"] in ("info", "warning", "error") and e["timestamp"] for e in events)
+    messages = [
+        json.loads(line)["message"] for line in tool("plan", "--log-format", "json").stderr.splitlines()
+    ]
+    assert any("bad.yaml:" in m and "task_settings.max_tokens" in m for m in messages)
+    assert any("old.yaml:" in m and "deprecated" in m for m in messages)

@@ -75,7 +75,12 @@ def test_drift_forms() -> None:
     assert "drift: e5: service_settings.num_threads changed: applied 1, live 2" in render.drift_human(
         [finding], 3
     )
-    assert "| `e5` | `service_settings.num_threads` | changed | `1` | `2` |" in render.drift_markdown(
-        [finding], 3
+    assert (
+        "| `e5` | `service_settings.num_threads` | changed | `1` | `2` | **new** |"
+        in render.drift_markdown([finding], 3)
+    )
+    assert "| `2` | known |" in render.drift_markdown([finding], 3, frozenset({"drift-1"}))
+    assert "applied 1, live 2 (known)\n1 finding(s) on 1 of 3 endpoint(s), 0 new." in render.drift_human(
+        [finding], 3, frozenset({"drift-1"})
     )
     assert render.drift_human([], 3).startswith("No drift")
