@@ -1,5 +1,6 @@
 # Developer entry points. `make install` once, then `make demo` / `make test`.
-PYTHON ?= python3.11
+# The first Python 3.11+ found (pyproject's requires-python refuses an older one at install).
+PYTHON ?= $(shell for p in python3.11 python3.12 python3.13 python3.14 python3; do command -v $$p >/dev/null && { echo $$p; break; }; done)
 VENV := .venv
 BIN := $(VENV)/bin
 # The 8.19 client cannot share a venv with the 9.x one: it lives in its own folder, put on
