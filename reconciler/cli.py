@@ -209,12 +209,9 @@ class Common:
     def connection(self) -> Any:
         from reconciler.client import Connection
 
-        urls = tuple(
-            u.strip().rstrip("/") for u in (self.url or "http://localhost:9200").split(",") if u.strip()
-        )
         try:
-            return Connection(
-                urls=urls,
+            return Connection.from_urls(
+                self.url,
                 api_key=self.api_key,
                 username=self.username,
                 password=self.password,

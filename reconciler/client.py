@@ -22,12 +22,13 @@ import ssl
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, unquote, urlsplit
 
 import httpx
 
 from reconciler import __version__
 
+DEFAULT_URL = "http://localhost:9200"
 REASON_LIMIT = 300
 TRANSIENT_STATUSES = frozenset({429, 502, 503, 504})
 
@@ -73,7 +74,7 @@ class TransportError(ElasticsearchError):
 class Connection:
     """Where the cluster is and how to authenticate (DESIGN.md §4)."""
 
-    urls: tuple[str, ...] = ("http://localhost:9200",)
+    urls: tuple[str, ...] = (DEFAULT_URL,)
     api_key: str | None = None
     username: str | None = None
     password: str | None = None
@@ -99,6 +100,28 @@ class Connection:
         if not self.urls:
             raise ValueError("no Elasticsearch URL")
 
+    @classmethod
+    def from_urls(cls, text: str | None, **options: Any) -> Connection:
+        """From --url: comma-separated URLs. Credentials in a URL (`https://user:pw@host`) become
+        basic auth, so they are sent as a header and the URLs kept, printed and logged hold none."""
+        urls, users = [], set()
+        for raw in (text or DEFAULT_URL).split(","):
+            url = raw.strip().rstrip("/")
+            if not url:
+                continue
+            parts = urlsplit(url)
+            if parts.username is not None:
+                users.add((unquote(parts.username), unquote(parts.password or "")))
+                url = parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl()
+            urls.append(url)
+        if len(users) > 1:
+            raise ValueError("the URLs name different users: give one --username and --password")
+        if users:
+            if options.get("username") or options.get("password"):
+                raise ValueError("give the user in the URL or as --username/--password, not both")
+            options["username"], options["password"] = users.pop()
+        return cls(urls=tuple(urls), **options)
+
     def __repr__(self) -> str:
         # Credentials never show: this object reaches logs and exceptions.
         return f"Connection(urls={self.urls!r}, auth={self.auth_kind()}, insecure={self.insecure})"
@@ -118,6 +141,9 @@ class Connection:
             headers["Authorization"] = f"ApiKey {self.api_key}"
         elif self.bearer_token:
             headers["Authorization"] = f"Bearer {self.bearer_token}"
+        elif self.username:
+            token = base64.b64encode(f"{self.username}:{self.password or ''}".encode()).decode()
+            headers["Authorization"] = f"Basic {token}"
         return headers
 
     def verify(self) -> ssl.SSLContext | bool:
@@ -171,9 +197,6 @@ class Elasticsearch:
         self._url_index = 0
         self.requests = 0  # HTTP requests sent, retries included (for logs and benchmarks)
         self._headers = connection.headers()
-        if connection.username:
-            token = base64.b64encode(f"{connection.username}:{connection.password or ''}".encode()).decode()
-            self._headers["Authorization"] = f"Basic {token}"
         self._timeout = httpx.Timeout(connection.timeout).as_dict()
         # Requests go straight to transports: the client layer (redirects, cookies, auth flows)
         # costs a third of each request and the tool needs none of it. And httpcore's pool checks

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import random
 from typing import Any
 
@@ -167,6 +168,19 @@ def test_one_way_to_authenticate_and_no_credentials_in_repr() -> None:
     text = repr(Connection(api_key="canary-api-key"))
     assert "canary-api-key" not in text
     assert "api-key" in text
+
+
+def test_credentials_in_a_url_become_basic_auth_and_leave_the_url() -> None:
+    connection = Connection.from_urls(" https://elastic:canary%40pw@es.example:9243/ , http://[::1]:9200")
+    assert connection.urls == ("https://es.example:9243", "http://[::1]:9200")
+    assert (connection.username, connection.password) == ("elastic", "canary@pw")
+    assert connection.headers()["Authorization"] == "Basic " + base64.b64encode(b"elastic:canary@pw").decode()
+    assert "canary" not in repr(connection)
+    with pytest.raises(ValueError, match="not both"):
+        Connection.from_urls("https://a:b@es", username="c", password="d")
+    with pytest.raises(ValueError, match="different users"):
+        Connection.from_urls("https://a:b@es1,https://c:d@es2")
+    assert Connection.from_urls(None).urls == ("http://localhost:9200",)
 
 
 def test_tls_is_verified_by_default() -> None:

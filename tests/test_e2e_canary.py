@@ -41,6 +41,8 @@ def test_a_canary_secret_never_leaks(tmp_path: Path) -> None:
                 tool("state", "show", f"claude-{state}"),
                 tool("import", "--all", "--out", str(tool.root / "imported")),
                 tool.process("plan", "--log-format", "json"),
+                # A password in the URL: sent as basic auth, never printed with the URL.
+                tool("plan", "--json", "--url", served.url.replace("://", f"://elastic:{CANARY}@")),
             ]
             # A literal secret and a misspelt secret key: the errors must not print the value either.
             tool.write(
