@@ -711,6 +711,9 @@ def apply(
                         return None
                     if planned.has_changes:
                         _confirm(auto_approve)
+                        # The prompt blocked the loop, and the lease renewals with it: make sure
+                        # the lock is still ours (renew raises if another run took it meanwhile).
+                        lock = await backend.renew(lock)
                     wanted = frozenset(d.inference_id for d in validation.endpoints)
                     salt_check = None
                 else:

@@ -256,7 +256,7 @@ class FileBackend:
                 fd = os.open(self.lock_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
             except FileExistsError:
                 holder = await self.current_lock()
-                if holder is None:
+                if holder is None:  # released between our attempt and the read: try again
                     continue
                 if not holder.expired():
                     raise LockHeldError(holder) from None
@@ -290,11 +290,19 @@ class FileBackend:
 
     async def current_lock(self) -> LockInfo | None:
         try:
-            return LockInfo(**json.loads(self.lock_path.read_text()))
+            text = self.lock_path.read_text()
+            modified = self.lock_path.stat().st_mtime
         except FileNotFoundError:
             return None
+        try:
+            return LockInfo(**json.loads(text))
         except (ValueError, TypeError):
-            return None
+            # A holder killed while writing it: held until a lease past its last change, and
+            # `state unlock damaged` removes it at once.
+            created = datetime.fromtimestamp(modified, UTC).isoformat(timespec="seconds")
+            return LockInfo(
+                "damaged", "(unreadable lock file)", 0, "unknown", created, modified + DEFAULT_LEASE
+            )
 
 
 def _stat_token(path: Path) -> tuple[int, int, int]:
@@ -444,4 +452,4 @@ def backend_for(spec: str, es: Elasticsearch, workspace: str) -> Backend:
         if workspace != "default":
             path = path.with_name(f"{path.stem}.{workspace}{path.suffix}")
         return FileBackend(path)
-    raise ValueError(f"--state must be cluster or file:PATH, not {spec!r}")
+    raise StateError(f"--state must be cluster or file:PATH, not {spec!r}")

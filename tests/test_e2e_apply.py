@@ -119,6 +119,28 @@ def test_two_applies_at_once(make_tool: MakeTool) -> None:
     assert tool.es("GET", "/reconciler-state/_doc/lock-default").json()["found"] is False  # released
 
 
+def test_a_lock_taken_over_during_the_prompt_stops_the_apply(
+    make_tool: MakeTool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The prompt blocks the event loop and the lease renewals: a slow 'yes' must not apply unlocked."""
+    tool = make_tool()
+    tool.write("a.yaml", anthropic("a"))
+    lock_file = tool.root / "state.json.lock"
+
+    def slow_human(auto_approve: bool) -> None:
+        # Meanwhile the lease ran out and another run took the lock.
+        held = json.loads(lock_file.read_text())
+        lock_file.write_text(json.dumps({**held, "id": "another-run", "pid": held["pid"] + 1}))
+
+    monkeypatch.setattr("reconciler.cli._confirm", slow_human)
+    tool.reset_requests()
+    result = tool("apply")
+    assert result.code == 1
+    assert "is no longer held" in result.stderr
+    assert tool.writes() == 0
+    assert "another-run" in lock_file.read_text()  # the other run's lock is left alone
+
+
 def test_an_expired_lock_is_taken_over(make_tool: MakeTool) -> None:
     tool = make_tool()
     tool.write("a.yaml", anthropic("a"))

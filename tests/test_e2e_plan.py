@@ -389,3 +389,10 @@ def test_json_logs_put_every_stderr_line_in_json(make_tool: MakeTool) -> None:
     ]
     assert any("bad.yaml:" in m and "task_settings.max_tokens" in m for m in messages)
     assert any("old.yaml:" in m and "deprecated" in m for m in messages)
+
+
+def test_a_bad_state_option_is_an_error_not_a_traceback(make_tool: MakeTool) -> None:
+    tool = make_tool()
+    result = tool("plan", "--state", "s3://bucket")
+    assert result.code == 1
+    assert result.stderr == "Error: --state must be cluster or file:PATH, not 's3://bucket'\n"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -143,13 +144,28 @@ async def test_the_file_backend_writes_atomically(tmp_path: Path) -> None:
         await backend.read()
 
 
+async def test_a_damaged_file_lock_is_held_for_a_lease_and_can_be_removed(tmp_path: Path) -> None:
+    """A holder killed while writing its lock leaves an unreadable file: not a hang, not a free lock."""
+    backend = FileBackend(tmp_path / "state.json")
+    backend.lock_path.write_text("")
+    with pytest.raises(LockHeldError, match="lock damaged"):
+        await backend.lock(LockInfo.new("apply"))
+    await backend.unlock("damaged")
+    taken = await backend.lock(LockInfo.new("apply"))
+    await backend.unlock(taken.id)
+    backend.lock_path.write_text('{"id": ')
+    past = time.time() - 3600
+    os.utime(backend.lock_path, (past, past))
+    assert (await backend.lock(LockInfo.new("apply"))).operation == "apply"  # expired: taken over
+
+
 def test_state_specs() -> None:
     es: Any = object()
     assert isinstance(backend_for("cluster", es, "default"), ClusterBackend)
     file_backend = backend_for("file:/tmp/s.json", es, "staging")
     assert isinstance(file_backend, FileBackend)
     assert file_backend.path == Path("/tmp/s.staging.json")
-    with pytest.raises(ValueError, match="cluster or file:PATH"):
+    with pytest.raises(StateError, match="cluster or file:PATH"):
         backend_for("s3://bucket", es, "default")
 
 
