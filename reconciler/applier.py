@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -206,11 +206,19 @@ class Applier:
             await self._wait([c for c in later if c.inference_id in waiting and c.wait])
         return self.result
 
-    async def _gather(self, run: Callable[[Change], Awaitable[bool]], changes: Sequence[Change]) -> set[str]:
-        async def one(change: Change) -> tuple[str, bool]:
-            return change.inference_id, await run(change)
-
-        return {i for i, ok in await asyncio.gather(*(one(c) for c in changes)) if ok}
+    async def _gather(
+        self, run: Callable[[Change], Coroutine[Any, Any, bool]], changes: Sequence[Change]
+    ) -> set[str]:
+        """Run each change; their failures are outcomes, but an error of the state storage stops
+        them all before it is raised (no action may go on unrecorded, or past the lock's release)."""
+        try:
+            async with asyncio.TaskGroup() as group:
+                tasks: dict[str, asyncio.Task[bool]] = {
+                    c.inference_id: group.create_task(run(c)) for c in changes
+                }
+        except BaseExceptionGroup as errors:
+            raise errors.exceptions[0] from None
+        return {inference_id for inference_id, task in tasks.items() if task.result()}
 
     def _outcome(
         self, change: Change, status: str, detail: str | None = None, action: str | None = None

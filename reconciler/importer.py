@@ -10,8 +10,6 @@ the next plan shows nothing but the secrets it cannot know (`secret-unknown`).
 from __future__ import annotations
 
 import re
-import shutil
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -19,10 +17,9 @@ from typing import Any
 
 from reconciler import catalog, planner
 from reconciler.catalog import Service
-from reconciler.manifests import dump_manifest, load
-from reconciler.sensitive import Resolver
+from reconciler.manifests import dump_manifest, load_files
 from reconciler.session import Cluster
-from reconciler.state import Backend, State, now_iso
+from reconciler.state import Backend, State, StateError, now_iso
 
 
 def reference_name(inference_id: str, field: str) -> str:
@@ -113,10 +110,12 @@ def adopted_state(written: Sequence[tuple[Path, list[str]]], cluster: Cluster, w
     """The state with the imported endpoints recorded as applied, their secrets unknown."""
     placeholders = {name: "imported" for _, references in written for name in references}
     state = cluster.state or State.new(workspace)
-    with tempfile.TemporaryDirectory() as scratch:
-        for path, _ in written:
-            shutil.copy(path, Path(scratch) / path.name)
-        validation = load(Path(scratch), cluster.version, placeholders, Resolver(placeholders))
+    validation = load_files([path for path, _ in written], cluster.version, placeholders)
+    if validation.errors:
+        problems = "\n".join(str(e) for e in validation.errors)
+        raise StateError(
+            f"the imported manifests were written but do not validate, so nothing was adopted:\n{problems}"
+        )
     for desired in validation.endpoints:
         record = planner.applied_record(
             desired, cluster.endpoints[desired.inference_id], state, cluster.version, now_iso()

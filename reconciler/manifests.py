@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import difflib
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -210,13 +210,21 @@ def load(
     root: Path, version: Version, env: Mapping[str, str], resolver: Resolver | None = None
 ) -> Validation:
     """Read and validate every manifest under root for an Elasticsearch version."""
+    if not root.is_dir():
+        return Validation(
+            (), (ManifestError(str(root), 1, "", "the manifests folder does not exist"),), (), 0
+        )
+    return load_files(manifest_files(root), version, env, resolver)
+
+
+def load_files(
+    files: Sequence[Path], version: Version, env: Mapping[str, str], resolver: Resolver | None = None
+) -> Validation:
+    """Read and validate these manifest files (ids must be unique across them)."""
     resolver = resolver or Resolver(env)
     errors: list[ManifestError] = []
     warnings: list[ManifestError] = []
     endpoints: list[Desired] = []
-    files = manifest_files(root) if root.is_dir() else []
-    if not root.is_dir():
-        errors.append(ManifestError(str(root), 1, "", "the manifests folder does not exist"))
     seen: dict[str, tuple[str, int]] = {}
     duplicated: set[str] = set()
     for path in files:

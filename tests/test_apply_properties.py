@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -20,7 +21,7 @@ from reconciler.manifests import load
 from reconciler.planner import Live, Options, plan
 from reconciler.progress import LogReporter
 from reconciler.sensitive import Resolver
-from reconciler.state import FileBackend, State
+from reconciler.state import FileBackend, State, StateError
 from tests.strategies import manifests
 
 
@@ -66,3 +67,45 @@ async def _apply_then_plan(version: Version, documents: list[tuple[dict[str, Any
 def test_apply_then_plan_is_empty(case: tuple[Version, list[tuple[dict[str, Any], dict[str, str]]]]) -> None:
     version, documents = case
     asyncio.run(_apply_then_plan(version, documents))
+
+
+class FailingBackend(FileBackend):
+    """Its third write fails, as a state index that became unwritable would."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.writes = 0
+
+    async def write(self, state: State, token: Any) -> Any:
+        self.writes += 1
+        if self.writes == 3:
+            raise StateError("the state index is read-only")
+        return await super().write(state, token)
+
+
+async def test_a_state_write_error_stops_every_action_before_it_is_raised(tmp_path: Path) -> None:
+    folder = tmp_path / "manifests"
+    folder.mkdir()
+    for i in range(40):
+        (folder / f"a{i}.yaml").write_text(
+            f"inference_id: a{i}\ntask_type: completion\nservice: anthropic\n"
+            "service_settings: {api_key: '${KEY}', model_id: m}\ntask_settings: {max_tokens: 8}\n"
+        )
+    env = {"KEY": "k"}
+    validation = load(folder, Version(9, 5), env)
+    emulator = Emulator(EmulatorConfig(deploy_seconds=0, latency_ms=5))
+    backend = FailingBackend(tmp_path / "state.json")
+    async with Elasticsearch(
+        Connection(urls=("http://es",)), transport=httpx.ASGITransport(app=emulator)
+    ) as es:
+        first = plan(validation.endpoints, Live({}, Version(9, 5)), None, Options())
+        writer = StateWriter(backend, State.new("default"), None)
+        options = ApplyOptions(parallelism=4, poll_interval=0.01)
+        applier = Applier(
+            es, writer, Version(9, 5), resolve_secrets(first, Resolver(env), None), LogReporter(), options
+        )
+        with pytest.raises(StateError, match="read-only"):
+            await applier.apply(first, {}, frozenset(d.inference_id for d in validation.endpoints))
+        stopped = len(emulator.cluster.endpoints)
+        await asyncio.sleep(0.1)
+        assert len(emulator.cluster.endpoints) == stopped < 40  # nothing went on after the error
