@@ -616,9 +616,6 @@ def _recursive_separators(settings: Mapping[str, Json], problems: list[Problem])
 # Checking a PUT body against a service
 
 
-SECTIONS = ("service_settings", "task_settings", "chunking_settings")
-
-
 def check_endpoint(service: Service, task_type: str, body: Mapping[str, Json], version: Version) -> Checked:
     """Check an endpoint body (without `service` and `task_type`) as Elasticsearch's PUT does.
 

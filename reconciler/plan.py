@@ -10,7 +10,6 @@ plan can tell whether the secret still is the one reviewed. No form of a plan ho
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -20,7 +19,6 @@ from typing import Any
 from reconciler import __version__
 
 FORMAT_VERSION = 1
-REDACTED = "(sensitive)"
 REDACTED_CHANGED = "(sensitive, changed)"
 
 
@@ -231,29 +229,3 @@ def _change_from_json(data: Mapping[str, Any]) -> Change:
         secrets={k: PlannedSecret(v["reference"], v["digest"]) for k, v in data.get("secrets", {}).items()},
         lifecycle=dict(data.get("lifecycle", {})),
     )
-
-
-# -- fingerprints ------------------------------------------------------------------------------
-
-
-def fingerprint(live: Mapping[str, Any] | None) -> str | None:
-    """A digest of a live endpoint's configuration, blind to what the server changes by itself.
-
-    num_allocations is read back from the deployment on every GET and moves with adaptive
-    allocations and scaling; it is left out whenever adaptive allocations are enabled.
-    """
-    if live is None:
-        return None
-    settings = dict(live.get("service_settings") or {})
-    adaptive = settings.get("adaptive_allocations")
-    if isinstance(adaptive, dict) and adaptive.get("enabled"):
-        settings.pop("num_allocations", None)
-    canonical = {
-        "task_type": live.get("task_type"),
-        "service": live.get("service"),
-        "service_settings": settings,
-        "task_settings": live.get("task_settings") or {},
-        "chunking_settings": live.get("chunking_settings"),
-    }
-    text = json.dumps(canonical, sort_keys=True, separators=(",", ":"))
-    return "sha256:" + hashlib.sha256(text.encode()).hexdigest()[:32]

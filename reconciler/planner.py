@@ -30,7 +30,6 @@ from reconciler import catalog
 from reconciler.catalog import Service, Version
 from reconciler.model import Desired
 from reconciler.plan import (
-    REDACTED,
     REDACTED_CHANGED,
     Action,
     Change,
@@ -38,12 +37,10 @@ from reconciler.plan import (
     Plan,
     PlannedSecret,
     Unmanaged,
-    fingerprint,
 )
-from reconciler.sensitive import digest
+from reconciler.sensitive import REDACTED, digest
 from reconciler.state import EndpointRecord, State
 
-SECTIONS = ("service_settings", "task_settings", "chunking_settings")
 ABSENT = object()
 
 
@@ -120,6 +117,18 @@ def flatten(view: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
+def fingerprint(live: Mapping[str, Any] | None) -> str | None:
+    """A digest of a live endpoint, blind to what the server moves by itself (saved plans compare it)."""
+    if live is None:
+        return None
+    view = live_view(live)
+    for path in dynamic_paths(view):
+        section, _, key = path.partition(".")
+        view[section].pop(key, None)
+    text = json.dumps(view, sort_keys=True, separators=(",", ":"))
+    return "sha256:" + hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
 def dynamic_paths(view: Mapping[str, Any]) -> set[str]:
     """Paths the server moves by itself: num_allocations under adaptive allocations."""
     adaptive = view.get("service_settings", {}).get("adaptive_allocations")
@@ -150,16 +159,37 @@ def differences(
             continue
         before, after = flat_have.get(path, ABSENT), flat_want.get(path, ABSENT)
         if not _equal(before, after):
-            found.append(
-                DiffEntry(path, None if before is ABSENT else before, None if after is ABSENT else after)
-            )
+            found.append(_shown(DiffEntry(path, before, after)))
     return found
 
 
 def _equal(a: Any, b: Any) -> bool:
     if a is ABSENT or b is ABSENT:
         return a is b
-    return json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True) or a == b
+    return a == b or json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
+
+
+def moved(applied: Mapping[str, Any], have: Mapping[str, Any], ignore: Iterable[str]) -> list[DiffEntry]:
+    """Where the cluster moved away from the last applied echo: before is the applied value, after
+    the live one (ABSENT where a side lacks the path). Values the server moves by itself and ignored
+    paths are left out. Drift findings, the `drift` reason and --refresh-only all read this."""
+    flat_applied, flat_live = flatten(applied), flatten(have)
+    skip = dynamic_paths(applied) | dynamic_paths(have)
+    found = []
+    for path in sorted(set(flat_applied) | set(flat_live)):
+        before, after = flat_applied.get(path, ABSENT), flat_live.get(path, ABSENT)
+        if path not in skip and not ignored(path, ignore) and not _equal(before, after):
+            found.append(DiffEntry(path, before, after))
+    return found
+
+
+def _shown(entry: DiffEntry) -> DiffEntry:
+    """A diff entry as plans carry it: an absent side is None."""
+    return DiffEntry(
+        entry.path,
+        None if entry.before is ABSENT else entry.before,
+        None if entry.after is ABSENT else entry.after,
+    )
 
 
 # -- planning ----------------------------------------------------------------------------------
@@ -185,7 +215,7 @@ def plan(desired: Sequence[Desired], live: Live, prior: State | None, options: O
         )
         if change is not None:
             changes.append(change)
-    errors += _prevent_destroy_errors(changes, wanted, state)
+    errors += _prevent_destroy_errors(changes, wanted)
     known = set(managed)
     unmanaged = tuple(
         Unmanaged(
@@ -229,10 +259,7 @@ def _plan_one(
     if options.refresh_only:
         if have is None or record is None:
             return None
-        skip = dynamic_paths(have)
-        drift = differences(
-            record.applied, have, owned=set(flatten(have)), skip=skip, ignore=_ignore(desired, record)
-        )
+        drift = [_shown(entry) for entry in moved(record.applied, have, _ignore(desired, record))]
         if not drift:
             return replace(template, after=have)
         return replace(template, action=Action.READ, reasons=("drift",), diff=tuple(drift), after=have)
@@ -271,9 +298,7 @@ def _plan_one(
             want, requested, owned=owned, skip=dynamic_paths(want), ignore=ignore
         ):
             reasons.append("manifest-changed")
-        if record is not None and differences(
-            record.applied, have, owned=set(flatten(have)), skip=dynamic_paths(have), ignore=ignore
-        ):
+        if record is not None and moved(record.applied, have, ignore):
             reasons.append("drift")
         if not reasons:
             reasons.append("manifest-changed")
@@ -391,9 +416,7 @@ def _lifecycle(desired: Desired | None, record: EndpointRecord | None) -> dict[s
     return dict(record.lifecycle) if record is not None else {}
 
 
-def _prevent_destroy_errors(
-    changes: Sequence[Change], wanted: Mapping[str, Desired], state: State
-) -> list[str]:
+def _prevent_destroy_errors(changes: Sequence[Change], wanted: Mapping[str, Desired]) -> list[str]:
     errors = []
     for change in changes:
         if change.action in (Action.DELETE, Action.REPLACE) and change.lifecycle.get("prevent_destroy"):
@@ -495,30 +518,14 @@ def drift(live: Mapping[str, Mapping[str, Any]], state: State) -> list[Finding]:
     """Every path of every managed endpoint where the cluster differs from the last applied echo."""
     findings = []
     for inference_id, record in sorted(state.endpoints.items()):
-        ignore = tuple(record.lifecycle.get("ignore_changes", ()))
         current = live.get(inference_id)
         if current is None:
             findings.append(_finding(inference_id, "", record.applied, None, "removed"))
             continue
-        have = live_view(current)
-        applied, now = flatten(record.applied), flatten(have)
-        skip = dynamic_paths(have) | dynamic_paths(record.applied)
-        for path in sorted(set(applied) | set(now)):
-            if path in skip or ignored(path, ignore):
-                continue
-            before, after = applied.get(path, ABSENT), now.get(path, ABSENT)
-            if _equal(before, after):
-                continue
-            kind = "added" if before is ABSENT else "removed" if after is ABSENT else "changed"
-            findings.append(
-                _finding(
-                    inference_id,
-                    path,
-                    None if before is ABSENT else before,
-                    None if after is ABSENT else after,
-                    kind,
-                )
-            )
+        for entry in moved(record.applied, live_view(current), _ignore(None, record)):
+            kind = "added" if entry.before is ABSENT else "removed" if entry.after is ABSENT else "changed"
+            shown = _shown(entry)
+            findings.append(_finding(inference_id, entry.path, shown.before, shown.after, kind))
     return findings
 
 

@@ -10,8 +10,9 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from reconciler.plan import Action, Change, Plan
+from reconciler.plan import REDACTED_CHANGED, Action, Change, Plan
 from reconciler.planner import Finding, flatten
+from reconciler.sensitive import REDACTED
 
 MARKDOWN_LIMIT = 60_000
 _COLORS = {"+": "32", "~": "33", "-": "31", "-/+": "35", "<=": "36"}
@@ -25,7 +26,7 @@ _VERBS = {
 
 
 def _value(value: Any) -> str:
-    return json.dumps(value) if not (isinstance(value, str) and value.startswith("(sensitive")) else value
+    return value if value in (REDACTED, REDACTED_CHANGED) else json.dumps(value)
 
 
 def summary_line(plan: Plan) -> str:

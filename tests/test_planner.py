@@ -71,6 +71,12 @@ def run_case(case: dict[str, Any], folder: Path) -> Plan:
     return with_references(planned, case.get("references", {}), case.get("allow_referenced", False))
 
 
+def test_refresh_only_moves_the_state_from_the_applied_to_the_live_value(tmp_path: Path) -> None:
+    case = yaml.safe_load((CASES[0].parent / "refresh-only.yaml").read_text())
+    (read,) = [c for c in run_case(case, tmp_path).changes if c.action is Action.READ]
+    assert [(d.path, d.before, d.after) for d in read.diff] == [("task_settings.top_n", 5, 7)]
+
+
 @pytest.mark.parametrize("path", CASES, ids=[p.stem for p in CASES])
 def test_golden_case(path: Path, tmp_path: Path) -> None:
     case = yaml.safe_load(path.read_text())

@@ -84,3 +84,9 @@ def test_drift_forms() -> None:
         [finding], 3, frozenset({"drift-1"})
     )
     assert render.drift_human([], 3).startswith("No drift")
+
+
+def test_only_the_redaction_markers_print_unquoted() -> None:
+    assert render._value("(sensitive)") == "(sensitive)"
+    assert render._value("(sensitive, changed)") == "(sensitive, changed)"
+    assert render._value("(sensitive) is what I typed") == '"(sensitive) is what I typed"'
