@@ -184,6 +184,17 @@ async def test_data_dir_persists_the_cluster(tmp_path: Any, make_es: Any) -> Non
     assert "sk-canary" not in (tmp_path / "cluster.json").read_text()
 
 
+async def test_data_dir_keeps_what_every_change_moved(tmp_path: Any, make_es: Any) -> None:
+    first = await make_es(data_dir=tmp_path)
+    await first.put("/s/_doc/a", json={})
+    assert (await first.delete("/s/_doc/missing")).json()["_seq_no"] == 1
+    await first.request("POST", "/_emulator/clock/_advance", json={"seconds": 60})
+    second = await make_es(data_dir=tmp_path, trained_models=(("my-model", "text_embedding"),))
+    assert (await second.put("/s/_doc/b", json={})).json()["_seq_no"] == 2  # no sequence number reused
+    assert second.cluster.offset == 60  # deployments keep their progress
+    assert (await second.get("/_ml/trained_models/my-model/_stats")).status_code == 200  # this start's model
+
+
 async def test_semantic_text_mappings_get_the_default_inference_id(es9: Es) -> None:
     await es9.put("/plain", json={"mappings": {"properties": {"t": {"type": "semantic_text"}}}})
     mapping = (await es9.get("/plain")).json()["plain"]["mappings"]

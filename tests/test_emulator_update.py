@@ -142,6 +142,15 @@ async def test_in_cluster_endpoints_update_only_num_allocations_up_to_9_4(make_e
         "status_exception",
         'Failed to parse [num_allocations] of update request [{"task_settings":{"x":1}}]',
     )
+    response = await es.put(
+        "/_inference/sparse_embedding/e/_update", json={"service_settings": {"num_allocations": 0}}
+    )
+    assert error(response) == (
+        400,
+        "validation_exception",
+        "Validation Failed: 1: [number_of_allocations] must be a positive integer;",
+    )
+    assert es.cluster.deployments["e"].target == 3
 
 
 async def test_in_cluster_endpoints_update_allocations_or_adaptive_in_9_5(es9: Es) -> None:

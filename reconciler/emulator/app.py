@@ -561,6 +561,7 @@ class Emulator:
             return Reply({"acknowledged": True})
         if path == "/clock/_advance" and method == "POST":
             cluster.advance(float(data.get("seconds", 0)))
+            cluster.save()
             return Reply({"acknowledged": True, "now": cluster.now()})
         match = re.fullmatch(r"/deployments/([^/]+)/_(fail|scale)", path)
         if match is not None and method == "POST":

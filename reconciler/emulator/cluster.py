@@ -183,6 +183,6 @@ class Cluster:
         self.offset = data["offset"]
         self.endpoints = {k: Endpoint.from_json(v) for k, v in data["endpoints"].items()}
         self.deployments = {k: Deployment.from_json(v) for k, v in data["deployments"].items()}
-        self.models = set(data["models"])
+        self.models |= set(data["models"])  # and the --trained-model ones of this start
         self.pipelines = data["pipelines"]
         self.indices = {k: Index.from_json(v) for k, v in data["indices"].items()}

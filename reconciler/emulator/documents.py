@@ -215,10 +215,11 @@ def delete_document(
         )
     seq_no = index.next_seq_no
     index.next_seq_no += 1
+    if current is not None:
+        del index.docs[doc_id]
+    cluster.save()  # the sequence number moved even when nothing was deleted
     if current is None:
         return 404, _write_result(index, doc_id, Document({}, seq_no, 1, 1), "not_found", refresh)
-    del index.docs[doc_id]
-    cluster.save()
     return 200, _write_result(index, doc_id, Document({}, seq_no, 1, current.version + 1), "deleted", refresh)
 
 

@@ -153,10 +153,6 @@ def _ensure_defaults(cluster: Cluster) -> None:
         cluster.save()
 
 
-def _default_ids(cluster: Cluster) -> set[str]:
-    return {e.inference_id for e in default_endpoints(cluster)}
-
-
 # -- rendering ---------------------------------------------------------------------------------
 
 
@@ -236,13 +232,7 @@ async def put_endpoint(
     version = cluster.version
     url_task = _path_task_type(path_task_type, version) if path_task_type is not None else None
     body = _parse_body(raw)
-    _check_id(inference_id)
-    _ensure_defaults(cluster)
-    if inference_id in _default_ids(cluster):
-        raise bad_request(
-            "status_exception",
-            f"[{inference_id}] is a reserved inference ID. Cannot create a new inference endpoint with a reserved ID.",
-        )
+    _check_id(inference_id)  # which also refuses the preconfigured (`.`-prefixed) ids
     task_type = _resolve_task_type(url_task, body.pop("task_type", None), version)
     service_name = body.pop("service", None)
     if service_name is None:
@@ -267,6 +257,7 @@ async def put_endpoint(
         _probe_embedding(service, settings)
     endpoint = _endpoint(service, version, inference_id, task_type, settings, checked)
     _store(cluster, endpoint)
+    cluster.save()
     return render(cluster, endpoint), []
 
 
@@ -326,13 +317,13 @@ def _probe_embedding(service: Service, settings: dict[str, Any]) -> None:
 
 
 def _store(cluster: Cluster, endpoint: Endpoint) -> None:
+    """Add the endpoint (the caller saves, once, when all its changes are made)."""
     if endpoint.inference_id in cluster.endpoints:
         raise bad_request(
             "resource_already_exists_exception",
             f"Inference endpoint [{endpoint.inference_id}] already exists",
         )
     cluster.endpoints[endpoint.inference_id] = endpoint
-    cluster.save()
 
 
 # -- in-cluster endpoints (elasticsearch, elser) -----------------------------------------------
@@ -357,6 +348,7 @@ async def _put_in_cluster(
         _raise_first([p for p in checked.problems if p.stage < catalog.Stage.DEPLOYMENT], service.name)
         endpoint = _endpoint(service, version, inference_id, task_type, settings, checked)
         _store(cluster, endpoint)
+        cluster.save()
         return render(cluster, endpoint), warnings
 
     checked = catalog.check_endpoint(service, task_type, body, version)
@@ -728,7 +720,9 @@ def _update_in_cluster(cluster: Cluster, endpoint: Endpoint, body: dict[str, Any
                 "status_exception",
                 f"Failed to parse [num_allocations] of update request [{json.dumps(body, separators=(',', ':'))}]",
             )
-        adaptive = endpoint.service_settings.get("adaptive_allocations")
+        if not isinstance(allocations, int) or allocations < 1:  # the deployment update it calls refuses it
+            raise validation_failed("[number_of_allocations] must be a positive integer")
+        adaptive = None  # before 9.5 only num_allocations changes
     else:
         if "num_threads" in settings:
             raise bad_request("status_exception", "[num_threads] cannot be updated")
