@@ -136,10 +136,6 @@ class StateWriter:
         self._written = 0
         self._lock = asyncio.Lock()
 
-    @property
-    def state(self) -> State:
-        return replace(self.base, endpoints=dict(self.endpoints))
-
     async def put(self, inference_id: str, record: EndpointRecord) -> None:
         self.endpoints[inference_id] = record
         await self._commit()
@@ -394,9 +390,7 @@ class Applier:
             status = results[change.inference_id]
             if status.outcome == "done":
                 continue
-            detail = wait_failure(status)
-            self.result.outcomes.append(Outcome(change.inference_id, "wait", "failed", detail))
-            self.reporter.action(change.inference_id, "wait", "failed", detail=detail)
+            self._outcome(change, "failed", wait_failure(status), "wait")
             record = self.writer.endpoints.get(change.inference_id)
             if record is not None:
                 await self.writer.put(change.inference_id, replace(record, tainted=True))

@@ -11,7 +11,7 @@ import os
 import sys
 import time
 import typing
-from collections.abc import Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -224,6 +224,12 @@ class Common:
 
     def color(self) -> bool:
         return not self.no_color and sys.stdout.isatty()
+
+    def backend(self, es: Any) -> Any:
+        """Where this command's state lives (--state, --workspace)."""
+        from reconciler.state import backend_for
+
+        return backend_for(self.state, es, self.workspace)
 
 
 _COMMON: dict[str, tuple[Any, Any]] = {
@@ -448,14 +454,14 @@ def plan(
     """Show what apply would change; takes no lock and writes nothing to the cluster."""
     from reconciler import render
     from reconciler.planner import Options
-    from reconciler.session import Settings, make_plan, open_backend
+    from reconciler.session import make_plan
 
     if as_json and as_markdown:
         raise typer.BadParameter("choose one of --json and --markdown")
 
     async def body() -> Any:
         async with _client(common) as es:
-            backend = open_backend(Settings(es.connection, common.state, common.workspace), es)
+            backend = common.backend(es)
             options = Options(frozenset(target or ()), frozenset(replace or ()), refresh_only, destroy)
             planned, validation, _ = await make_plan(
                 es, backend, manifests, options, allow_referenced=allow_referenced
@@ -467,10 +473,11 @@ def plan(
     _report_validation(validation)
     if planned is None:
         raise typer.Exit(1)
+    text = planned.dumps() if out is not None or as_json else ""
     if out is not None:
-        out.write_text(planned.dumps())
+        out.write_text(text)
     if as_json:
-        typer.echo(planned.dumps(), nl=False)
+        typer.echo(text, nl=False)
     elif as_markdown:
         typer.echo(render.markdown(planned), nl=False)
     else:
@@ -520,13 +527,13 @@ def drift(
 ) -> None:
     """Compare the cluster with what was last applied; exit 2 when it has moved away."""
     from reconciler import planner, render
-    from reconciler.session import Settings, open_backend, read_cluster
+    from reconciler.session import read_cluster
 
     known = _known_findings(known_file)
 
     async def body() -> Any:
         async with _client(common) as es:
-            backend = open_backend(Settings(es.connection, common.state, common.workspace), es)
+            backend = common.backend(es)
             cluster = await read_cluster(es, backend)
             return cluster, es.url
 
@@ -590,6 +597,17 @@ def _seconds(text: str | None, name: str, default: float) -> float:
         raise typer.BadParameter(str(error), param_hint=name) from None
 
 
+def _poll_interval() -> float:
+    """Seconds between deployment polls: RECONCILER_POLL_INTERVAL (tests and the demo shorten it)."""
+    text = os.environ.get("RECONCILER_POLL_INTERVAL", "1")
+    try:
+        return max(float(text), 0.01)
+    except ValueError:
+        raise typer.BadParameter(
+            f"RECONCILER_POLL_INTERVAL must be a number of seconds, not {text!r}"
+        ) from None
+
+
 async def _take_lock(backend: Any, operation: str, lock_timeout: float) -> Any:
     """The state lock, waiting up to lock_timeout for a holder to finish (0: fail at once)."""
     from reconciler.state import LockHeldError, LockInfo
@@ -615,6 +633,19 @@ async def _keep_alive(backend: Any, lock: Any) -> None:
             lock = await backend.renew(lock)
         except (ElasticsearchError, StateError) as error:
             _log().warning("lock_renewal_failed", lock_id=lock.id, error=str(error))
+
+
+@contextlib.asynccontextmanager
+async def _locked(backend: Any, operation: str, lock_timeout: float) -> AsyncIterator[Any]:
+    """Hold the state lock, its lease renewed, for the block; released on any exit."""
+    lock = await _take_lock(backend, operation, lock_timeout)
+    keeper = asyncio.create_task(_keep_alive(backend, lock))
+    try:
+        yield lock
+    finally:
+        keeper.cancel()
+        with contextlib.suppress(Exception):  # an unreleased lock expires with its lease
+            await backend.unlock(lock.id)
 
 
 def _confirm(auto_approve: bool) -> None:
@@ -667,14 +698,14 @@ def apply(
     from reconciler.plan import Plan, PlanFormatError
     from reconciler.progress import reporter
     from reconciler.sensitive import Resolver
-    from reconciler.session import Settings, make_plan, open_backend, read_cluster
+    from reconciler.session import make_plan, read_cluster
     from reconciler.state import State
 
     options = ApplyOptions(
         parallelism=parallelism,
         wait=not no_wait,
         wait_timeout=_seconds(wait_timeout, "--wait-timeout", 1200.0),
-        poll_interval=float(os.environ.get("RECONCILER_POLL_INTERVAL", "1")),
+        poll_interval=_poll_interval(),
         allow_referenced=allow_referenced,
     )
     waiting = _seconds(lock_timeout, "--lock-timeout", 0.0)
@@ -692,10 +723,8 @@ def apply(
 
     async def body() -> Any:
         async with _client(common, parallelism) as es:
-            backend = open_backend(Settings(es.connection, common.state, common.workspace), es)
-            lock = await _take_lock(backend, "apply", waiting)
-            keeper = asyncio.create_task(_keep_alive(backend, lock))
-            try:
+            backend = common.backend(es)
+            async with _locked(backend, "apply", waiting) as lock:
                 if saved is None:
                     run_options = planner.Options(
                         frozenset(target or ()), frozenset(replace or ()), refresh_only, destroy
@@ -713,7 +742,7 @@ def apply(
                         _confirm(auto_approve)
                         # The prompt blocked the loop, and the lease renewals with it: make sure
                         # the lock is still ours (renew raises if another run took it meanwhile).
-                        lock = await backend.renew(lock)
+                        await backend.renew(lock)
                     wanted = frozenset(d.inference_id for d in validation.endpoints)
                     salt_check = None
                 else:
@@ -742,10 +771,6 @@ def apply(
                         es, backend, manifests, planner.Options(), allow_referenced=allow_referenced
                     )
                 return result, after
-            finally:
-                keeper.cancel()
-                with contextlib.suppress(Exception):  # an unreleased lock expires
-                    await backend.unlock(lock.id)
 
     try:
         outcome = _run(body())
@@ -780,11 +805,11 @@ def status(
     """Every live endpoint, managed or not: service, task type, model, allocation x/y and state, drift."""
     from reconciler import planner
     from reconciler.applier import evaluate
-    from reconciler.session import Settings, deployment_id, open_backend, read_cluster
+    from reconciler.session import deployment_id, read_cluster
 
     async def body() -> Any:
         async with _client(common) as es:
-            backend = open_backend(Settings(es.connection, common.state, common.workspace), es)
+            backend = common.backend(es)
             cluster = await read_cluster(es, backend)
             in_cluster = [e for e in cluster.endpoints.values() if e.get("service") == "elasticsearch"]
             stats = await es.deployment_stats([deployment_id(e) for e in in_cluster])
@@ -860,7 +885,7 @@ def wait(
     from reconciler.session import deployment_id
 
     seconds = _seconds(timeout, "--timeout", 1200.0)
-    interval = float(os.environ.get("RECONCILER_POLL_INTERVAL", "1"))
+    interval = _poll_interval()
 
     async def body() -> Any:
         async with _client(common) as es:
@@ -907,7 +932,7 @@ def import_(
 ) -> None:
     """Write a manifest per live endpoint (secrets as references to fill in) and adopt them into the state."""
     from reconciler import importer
-    from reconciler.session import Settings, open_backend, read_cluster
+    from reconciler.session import read_cluster
 
     if bool(ids) == import_all:
         raise typer.BadParameter("give endpoint ids or --all")
@@ -916,9 +941,8 @@ def import_(
 
     async def body() -> Any:
         async with _client(common) as es:
-            backend = open_backend(Settings(es.connection, common.state, common.workspace), es)
-            lock = await _take_lock(backend, "import", waiting)
-            try:
+            backend = common.backend(es)
+            async with _locked(backend, "import", waiting):
                 cluster = await read_cluster(es, backend)
                 chosen = (
                     sorted(i for i in cluster.endpoints if not i.startswith("."))
@@ -934,9 +958,6 @@ def import_(
                     importer.adopted_state(written, cluster, common.workspace), cluster, backend
                 )
                 return written
-            finally:
-                with contextlib.suppress(Exception):
-                    await backend.unlock(lock.id)
 
     written = _run(body())
     for path, references in written:
@@ -952,11 +973,10 @@ app.add_typer(state_app, name="state")
 @cluster_command
 def state_list(common: Common) -> None:
     """The managed endpoints the state records, and its lock."""
-    from reconciler.session import Settings, open_backend
 
     async def body() -> Any:
         async with _client(common) as es:
-            backend = open_backend(Settings(es.connection, common.state, common.workspace), es)
+            backend = common.backend(es)
             return await backend.read(), await backend.current_lock(), backend.name
 
     snapshot, lock, name = _run(body())
@@ -978,11 +998,10 @@ def state_list(common: Common) -> None:
 @cluster_command
 def state_show(common: Common, inference_id: Annotated[str, typer.Argument(metavar="ID")]) -> None:
     """One endpoint's record (secret digests only, never values), as JSON."""
-    from reconciler.session import Settings, open_backend
 
     async def body() -> Any:
         async with _client(common) as es:
-            return await open_backend(Settings(es.connection, common.state, common.workspace), es).read()
+            return await common.backend(es).read()
 
     state = _run(body()).state
     record = state.endpoints.get(inference_id) if state is not None else None
@@ -998,21 +1017,16 @@ def state_rm(
     common: Common, inference_id: Annotated[str, typer.Argument(metavar="ID")], lock_timeout: Duration = None
 ) -> None:
     """Stop managing an endpoint: forget it in the state, leave it in the cluster."""
-    from reconciler.session import Settings, open_backend
 
     async def body() -> Any:
         async with _client(common) as es:
-            backend = open_backend(Settings(es.connection, common.state, common.workspace), es)
-            lock = await _take_lock(backend, "state rm", _seconds(lock_timeout, "--lock-timeout", 0.0))
-            try:
+            backend = common.backend(es)
+            async with _locked(backend, "state rm", _seconds(lock_timeout, "--lock-timeout", 0.0)):
                 snapshot = await backend.read()
                 if snapshot.state is None or inference_id not in snapshot.state.endpoints:
                     return False
                 await backend.write(snapshot.state.without(inference_id).bumped(), snapshot.token)
                 return True
-            finally:
-                with contextlib.suppress(Exception):
-                    await backend.unlock(lock.id)
 
     if not _run(body()):
         _stderr(f"Error: the state has no endpoint {inference_id}")
@@ -1024,11 +1038,10 @@ def state_rm(
 @cluster_command
 def state_unlock(common: Common, lock_id: Annotated[str, typer.Argument(metavar="LOCK_ID")]) -> None:
     """Remove a lock left by a process that died (the id is in the lock-held error)."""
-    from reconciler.session import Settings, open_backend
 
     async def body() -> None:
         async with _client(common) as es:
-            await open_backend(Settings(es.connection, common.state, common.workspace), es).unlock(lock_id)
+            await common.backend(es).unlock(lock_id)
 
     _run(body())
     typer.echo(f"Lock {lock_id} removed.")

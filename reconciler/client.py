@@ -337,7 +337,8 @@ class Elasticsearch:
 
     async def deployment_stats(self, deployment_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
         """deployment_stats of each deployment id found (absent ones are left out), in one request."""
-        wanted = sorted(set(deployment_ids))
+        asked = set(deployment_ids)
+        wanted = sorted(asked)
         if not wanted:
             return {}
         # Long id lists ask for everything instead: a URL has limits, the stats API has `size`.
@@ -362,7 +363,7 @@ class Elasticsearch:
         found: dict[str, dict[str, Any]] = {}
         for entry in response.body.get("trained_model_stats", []):
             stats = entry.get("deployment_stats")
-            if stats is not None and stats.get("deployment_id") in wanted:
+            if stats is not None and stats.get("deployment_id") in asked:
                 found[stats["deployment_id"]] = stats
         return found
 

@@ -8,8 +8,7 @@ allocation x/y and elapsed time. The applier only ever calls the interface.
 from __future__ import annotations
 
 import sys
-import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -77,7 +76,6 @@ class TerminalReporter(LogReporter):
         super().__init__()
         self.console = Console(file=sys.stderr, no_color=not color, highlight=False)
         self.live: Live | None = None
-        self.started = time.monotonic()
 
     def poll(self, statuses: Sequence[DeploymentStatus]) -> None:
         table = Table(title="Waiting for trained-model deployments", title_justify="left")
@@ -105,7 +103,3 @@ class TerminalReporter(LogReporter):
 
 def reporter(terminal: bool, color: bool) -> Reporter:
     return TerminalReporter(color) if terminal else LogReporter()
-
-
-def summarise(counts: Mapping[str, int]) -> str:
-    return ", ".join(f"{n} {name}" for name, n in counts.items())

@@ -18,24 +18,14 @@ from typing import Any
 
 from reconciler import catalog, planner
 from reconciler.catalog import Version
-from reconciler.client import ApiError, Connection, Elasticsearch
+from reconciler.client import ApiError, Elasticsearch
 from reconciler.manifests import Validation, load
 from reconciler.plan import Plan
-from reconciler.state import Backend, State, backend_for
+from reconciler.state import Backend, State
 
 
 class UnsupportedVersionError(Exception):
     """The cluster runs a version whose rules the catalog does not describe."""
-
-
-@dataclass(frozen=True)
-class Settings:
-    """The options every cluster command shares (DESIGN.md §4)."""
-
-    connection: Connection
-    state: str = "cluster"
-    workspace: str = "default"
-    manifests: Path = Path("manifests")
 
 
 @dataclass(frozen=True)
@@ -129,7 +119,3 @@ async def _references(
 
     found = [r for r in await asyncio.gather(*(one(i, t) for i, t in wanted)) if r is not None]
     return dict(found), sorted(unchecked)
-
-
-def open_backend(settings: Settings, es: Elasticsearch) -> Backend:
-    return backend_for(settings.state, es, settings.workspace)
