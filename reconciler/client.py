@@ -70,6 +70,10 @@ class TransportError(ElasticsearchError):
         self.maybe_applied = maybe_applied
 
 
+class RawJson(str):
+    """A request body already encoded as JSON: sent as it is (the state's cached encoding)."""
+
+
 @dataclass(frozen=True)
 class Connection:
     """Where the cluster is and how to authenticate (DESIGN.md §4)."""
@@ -227,7 +231,8 @@ class Elasticsearch:
     async def _exchange(
         self, method: str, url: str, params: Mapping[str, str] | None, body: Any
     ) -> httpx.Response:
-        content = json.dumps(body).encode() if body is not None else b""
+        text = body if body is None or isinstance(body, RawJson) else json.dumps(body)
+        content = text.encode() if text is not None else b""
         headers = dict(self._headers)
         if body is not None:
             headers["Content-Type"] = "application/json"
@@ -420,7 +425,7 @@ class Elasticsearch:
         self,
         index: str,
         doc_id: str,
-        source: Mapping[str, Any],
+        source: Mapping[str, Any] | RawJson,
         *,
         expect: tuple[int, int] | None,
         create: bool = False,
@@ -432,7 +437,7 @@ class Elasticsearch:
         elif expect is not None:
             params.update(if_seq_no=str(expect[0]), if_primary_term=str(expect[1]))
         response = await self.request(
-            "PUT", f"/{index}/_doc/{_id(doc_id)}", params=params, body=dict(source), ok=(409,)
+            "PUT", f"/{index}/_doc/{_id(doc_id)}", params=params, body=source, ok=(409,)
         )
         if response.status == 409:
             return None

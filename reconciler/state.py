@@ -30,7 +30,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
-from reconciler.client import Elasticsearch, TransportError
+from reconciler.client import Elasticsearch, RawJson, TransportError
 
 STATE_FORMAT = 1
 STATE_INDEX = "reconciler-state"
@@ -365,7 +365,8 @@ class ClusterBackend:
 
     async def write(self, state: State, token: Any) -> Any:
         await self._ensure_index()
-        source = {"kind": "state", "body": state.to_json()}
+        # The cached encoding of each record: a write costs a join, not re-encoding the whole state.
+        source = RawJson('{"kind":"state","body":' + state.dumps() + "}")
         try:
             written = await self.es.put_document(
                 self.index, self.state_id, source, expect=token, create=token is None
