@@ -132,6 +132,17 @@ def plan_json(tool: Tool, *args: str, env: dict[str, str] | None = None) -> dict
     return result
 
 
+def saved_plan(tool: Tool, max_tokens: int = 100, *, applied_first: bool = True) -> Path:
+    """Endpoint `a` applied (unless not applied_first), its manifest changed, the plan saved for apply."""
+    if applied_first:
+        tool.write("a.yaml", anthropic("a"))
+        assert tool("apply", "--auto-approve").code == 0
+    tool.write("a.yaml", anthropic("a", max_tokens=max_tokens))
+    saved = tool.root / "plan.json"
+    assert tool("plan", "--out", str(saved)).code == 0
+    return saved
+
+
 def actions(plan: dict[str, Any]) -> dict[str, tuple[str, str | None]]:
     """{inference_id: (action, reason)} of the changes that are not no-ops."""
     return {c["inference_id"]: (c["action"], c["reason"]) for c in plan["changes"] if c["action"] != "no-op"}

@@ -169,17 +169,17 @@ def test_waits_succeed_fail_and_time_out(make_tool: MakeTool) -> None:
     assert "emulated failure" in failed.stderr
     short = make_tool("--ml-capacity", "1", "--max-put-wait", "0.1")
     short.write("e5.yaml", E5)
-    timed_out = short("apply", "--auto-approve", "--wait-timeout", "1s")
+    timed_out = short("apply", "--auto-approve", "--wait-timeout", "300ms")
     assert timed_out.code == 1, timed_out
     assert "Failed: e5 (wait): deployment e5 did not finish within" in timed_out.stderr
     assert "(allocation 1/2, state started)" in timed_out.stderr
     assert "insufficient allocated processors" in timed_out.stderr
     manifest_timeout = make_tool("--ml-capacity", "0", "--max-put-wait", "0.1")
-    manifest_timeout.write("e5.yaml", E5 + "wait:\n  timeout: 1s\n")
+    manifest_timeout.write("e5.yaml", E5 + "wait:\n  timeout: 300ms\n")
     result = manifest_timeout("apply", "--auto-approve")
     assert result.code == 1
     assert "(allocation 0/2, state starting)" in result.stderr
-    waited = manifest_timeout("wait", "e5", "--timeout", "1s")
+    waited = manifest_timeout("wait", "e5", "--timeout", "300ms")
     assert waited.code == 1
     assert "Failed: e5: deployment e5 did not finish" in waited.stderr
 

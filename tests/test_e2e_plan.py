@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import Served, start_emulator, stop_emulator
-from tests.e2e import CLAUDE, E5, Tool, actions, anthropic, plan_json
+from tests.e2e import CLAUDE, E5, Tool, actions, anthropic, plan_json, saved_plan
 
 VERSIONS = ("8.19.3", "9.5.0")
 MakeTool = Callable[..., Tool]
@@ -48,8 +48,9 @@ def test_plan_apply_plan_is_empty_for_the_examples(make_tool: MakeTool, version:
     assert tool("drift").code == 0
 
 
-def test_the_anthropic_example_creates_with_the_seeds_body(make_tool: MakeTool) -> None:
-    tool = make_tool()
+@pytest.mark.parametrize("version", VERSIONS)
+def test_the_anthropic_example_creates_with_the_seeds_body(make_tool: MakeTool, version: str) -> None:
+    tool = make_tool(version)
     tool.write("claude.yaml", CLAUDE)
     (change,) = plan_json(tool)["changes"]
     assert change["request"] == {
@@ -176,8 +177,9 @@ def test_targets_limit_the_plan(make_tool: MakeTool) -> None:
     assert tool.live_ids() == {"a"}
 
 
-def test_a_tainted_endpoint_is_replaced(make_tool: MakeTool) -> None:
-    tool = make_tool("9.5.0", "--fail-model", ".multilingual-e5-small")
+@pytest.mark.parametrize("version", VERSIONS)
+def test_a_tainted_endpoint_is_replaced(make_tool: MakeTool, version: str) -> None:
+    tool = make_tool(version, "--fail-model", ".multilingual-e5-small")
     tool.write("e5.yaml", E5)
     failed = tool("apply", "--auto-approve")
     assert failed.code == 1, failed
@@ -186,8 +188,9 @@ def test_a_tainted_endpoint_is_replaced(make_tool: MakeTool) -> None:
     assert actions(plan_json(tool)) == {"e5": ("replace", "tainted")}
 
 
-def test_secret_unknown_after_import(make_tool: MakeTool) -> None:
-    tool = make_tool()
+@pytest.mark.parametrize("version", VERSIONS)
+def test_secret_unknown_after_import(make_tool: MakeTool, version: str) -> None:
+    tool = make_tool(version)
     body = {
         "service": "anthropic",
         "service_settings": {"api_key": "x", "model_id": "m"},
@@ -203,8 +206,9 @@ def test_secret_unknown_after_import(make_tool: MakeTool) -> None:
     assert actions(plan_json(tool, env={"LEGACY_API_KEY": "k"})) == {"legacy": ("update", "secret-unknown")}
 
 
-def test_a_referenced_replace_is_blocked_unless_allowed(make_tool: MakeTool) -> None:
-    tool = make_tool()
+@pytest.mark.parametrize("version", VERSIONS)
+def test_a_referenced_replace_is_blocked_unless_allowed(make_tool: MakeTool, version: str) -> None:
+    tool = make_tool(version)
     tool.write("e5.yaml", E5)
     assert tool("apply", "--auto-approve").code == 0
     tool.es("PUT", "/_ingest/pipeline/embed", json={"processors": [{"inference": {"model_id": "e5"}}]})
@@ -281,11 +285,7 @@ def test_plan_cost_does_not_grow_with_endpoints_and_writes_nothing(make_tool: Ma
 
 def test_a_stale_saved_plan_is_refused_before_any_change(make_tool: MakeTool) -> None:
     tool = make_tool()
-    tool.write("a.yaml", anthropic("a"))
-    assert tool("apply", "--auto-approve").code == 0
-    tool.write("a.yaml", anthropic("a", max_tokens=100))
-    saved = tool.root / "plan.json"
-    assert tool("plan", "--out", str(saved)).code == 0
+    saved = saved_plan(tool)
     tool.es(
         "PUT",
         "/_inference/completion/a/_update",
@@ -297,17 +297,14 @@ def test_a_stale_saved_plan_is_refused_before_any_change(make_tool: MakeTool) ->
     assert "stale" in refused.stderr
     assert "a changed in the cluster since the plan" in refused.stderr
     counted = tool.requests()["by_method"]
-    assert counted.get("PUT", 0) == 0, (
-        counted
-    )  # the lock lives in the file state: nothing reached the cluster
+    # The lock lives in the file state: nothing at all reached the cluster.
+    assert counted.get("PUT", 0) == 0, counted
     assert counted.get("DELETE", 0) == counted.get("POST", 0) == 0
 
 
 def test_a_saved_plan_is_applied_exactly(make_tool: MakeTool) -> None:
     tool = make_tool()
-    tool.write("a.yaml", anthropic("a", max_tokens=100))
-    saved = tool.root / "plan.json"
-    assert tool("plan", "--out", str(saved)).code == 0
+    saved = saved_plan(tool, applied_first=False)
     tool.write("a.yaml", anthropic("a", max_tokens=999))  # changed after review: not applied
     applied = tool("apply", str(saved))
     assert applied.code == 0, applied
@@ -319,11 +316,7 @@ def test_a_saved_plan_is_applied_exactly(make_tool: MakeTool) -> None:
 
 def test_a_saved_plan_refuses_a_secret_that_moved(make_tool: MakeTool) -> None:
     tool = make_tool()
-    tool.write("a.yaml", anthropic("a"))
-    assert tool("apply", "--auto-approve").code == 0
-    tool.write("a.yaml", anthropic("a", max_tokens=100))
-    saved = tool.root / "plan.json"
-    assert tool("plan", "--out", str(saved)).code == 0
+    saved = saved_plan(tool)
     refused = tool("apply", str(saved), env={"ANTHROPIC_API_KEY": "another"})
     assert refused.code == 1
     assert "is not the secret that was planned" in refused.stderr
@@ -396,3 +389,20 @@ def test_a_bad_state_option_is_an_error_not_a_traceback(make_tool: MakeTool) -> 
     result = tool("plan", "--state", "s3://bucket")
     assert result.code == 1
     assert result.stderr == "Error: --state must be cluster or file:PATH, not 's3://bucket'\n"
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_an_elser_service_manifest_applies_and_stays_without_changes(
+    make_tool: MakeTool, version: str
+) -> None:
+    """`service: elser` is stored as `elasticsearch`: no perpetual replace after the apply."""
+    tool = make_tool(version)
+    tool.write(
+        "sparse.yaml",
+        "inference_id: sparse\ntask_type: sparse_embedding\nservice: elser\n"
+        "service_settings: {num_allocations: 1, num_threads: 1}\n",
+    )
+    applied = tool("apply", "--auto-approve")
+    assert applied.code == 0, applied
+    assert tool.es("GET", "/_inference/sparse").json()["endpoints"][0]["service"] == "elasticsearch"
+    assert not actions(plan_json(tool))

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-import time
+import asyncio
 from typing import Any
+
+import pytest
 
 from tests.conftest import Es
 from tests.test_emulator_inference import CLAUDE
@@ -49,11 +51,19 @@ async def test_faults_can_be_changed_at_run_time(es9: Es) -> None:
     assert (await es9.client.get("/")).status_code == 200
 
 
-async def test_latency_is_added_to_every_request(make_es: Any) -> None:
+async def test_latency_is_added_to_every_request(make_es: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    slept: list[float] = []
+    real_sleep = asyncio.sleep
+
+    async def recording_sleep(seconds: float) -> None:
+        slept.append(seconds)
+        await real_sleep(0)
+
     es = await make_es(latency_ms=50)
-    started = time.perf_counter()
+    monkeypatch.setattr(asyncio, "sleep", recording_sleep)
     await es.client.get("/_inference")
-    assert time.perf_counter() - started >= 0.05
+    await es.client.get("/")
+    assert slept == [0.05, 0.05]
 
 
 async def test_requests_are_counted_by_method_and_path(es9: Es) -> None:
