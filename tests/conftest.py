@@ -8,6 +8,7 @@ import subprocess
 import sys
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -158,3 +159,20 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     if leaked:
         report.outcome = "failed"
         report.longrepr = f"a canary secret appeared in {', '.join(leaked)}"
+
+
+@pytest.fixture
+def make_tool(tmp_path: Path, serve_emulator: Callable[..., Served]) -> Callable[..., Any]:
+    """`make_tool(*emulator_options, version="9.5.0", state="")`: a project and the CLI, pointed at a
+    fresh emulator over a real socket (deployments take 0.2 s; injected 429s ask for no wait)."""
+    from tests.e2e import Tool
+
+    count = iter(range(1, 1000))
+
+    def build(*options: str, version: str = "9.5.0", state: str = "") -> Tool:
+        served = serve_emulator(
+            "--version", version, "--deploy-seconds", "0.2", "--retry-after", "0", *options
+        )
+        return Tool(served.url, tmp_path / f"project{next(count)}", state=state)
+
+    return build

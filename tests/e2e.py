@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -180,3 +181,6 @@ def anthropic(inference_id: str, **task: Any) -> str:
         f"service_settings: {{api_key: '${{ANTHROPIC_API_KEY}}', model_id: claude-3-5-sonnet-20240620}}\n"
         f"task_settings: {{{body}}}\n"
     )
+
+
+MakeTool = Callable[..., Tool]  # the conftest fixture `make_tool`

@@ -5,30 +5,11 @@ from __future__ import annotations
 import json
 import signal
 import time
-from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import pytest
 
 from reconciler.state import State
-from tests.conftest import Served, start_emulator, stop_emulator
-from tests.e2e import E5, Tool, actions, anthropic, plan_json
-
-MakeTool = Callable[..., Tool]
-
-
-@pytest.fixture
-def make_tool(tmp_path: Path) -> Iterator[MakeTool]:
-    started: list[Served] = []
-
-    def build(*options: str, state: str = "") -> Tool:
-        served = start_emulator("--deploy-seconds", "0.2", "--retry-after", "0", *options)
-        started.append(served)
-        return Tool(served.url, tmp_path / f"project{len(started)}", state=state)
-
-    yield build
-    for served in started:
-        stop_emulator(served)
+from tests.e2e import E5, MakeTool, Tool, actions, anthropic, plan_json
 
 
 def many(tool: Tool, n: int, prefix: str = "e") -> None:

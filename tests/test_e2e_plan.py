@@ -4,35 +4,17 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import pytest
 
-from tests.conftest import Served, start_emulator, stop_emulator
-from tests.e2e import CLAUDE, E5, Tool, actions, anthropic, plan_json, saved_plan
+from tests.e2e import CLAUDE, E5, MakeTool, actions, anthropic, plan_json, saved_plan
 
 VERSIONS = ("8.19.3", "9.5.0")
-MakeTool = Callable[..., Tool]
-
-
-@pytest.fixture
-def make_tool(tmp_path: Path) -> Iterator[MakeTool]:
-    started: list[Served] = []
-
-    def build(version: str = "9.5.0", *options: str, state: str = "") -> Tool:
-        served = start_emulator("--version", version, "--deploy-seconds", "0.2", *options)
-        started.append(served)
-        return Tool(served.url, tmp_path / f"project{len(started)}", state=state)
-
-    yield build
-    for served in started:
-        stop_emulator(served)
 
 
 @pytest.mark.parametrize("version", VERSIONS)
 def test_plan_apply_plan_is_empty_for_the_examples(make_tool: MakeTool, version: str) -> None:
-    tool = make_tool(version)
+    tool = make_tool(version=version)
     tool.use_examples()
     assert tool("validate", "--es-version", ".".join(version.split(".")[:2])).code == 0
     planned = tool("plan", "--detailed-exitcode")
@@ -50,7 +32,7 @@ def test_plan_apply_plan_is_empty_for_the_examples(make_tool: MakeTool, version:
 
 @pytest.mark.parametrize("version", VERSIONS)
 def test_the_anthropic_example_creates_with_the_seeds_body(make_tool: MakeTool, version: str) -> None:
-    tool = make_tool(version)
+    tool = make_tool(version=version)
     tool.write("claude.yaml", CLAUDE)
     (change,) = plan_json(tool)["changes"]
     assert change["request"] == {
@@ -73,7 +55,7 @@ def test_the_anthropic_example_creates_with_the_seeds_body(make_tool: MakeTool, 
 
 @pytest.mark.parametrize("version", VERSIONS)
 def test_every_reason_and_action(make_tool: MakeTool, version: str) -> None:
-    tool = make_tool(version)
+    tool = make_tool(version=version)
     tool.write("a.yaml", anthropic("a"))
     tool.write("b.yaml", anthropic("b"))
     tool.write("e5.yaml", E5)
@@ -179,7 +161,7 @@ def test_targets_limit_the_plan(make_tool: MakeTool) -> None:
 
 @pytest.mark.parametrize("version", VERSIONS)
 def test_a_tainted_endpoint_is_replaced(make_tool: MakeTool, version: str) -> None:
-    tool = make_tool(version, "--fail-model", ".multilingual-e5-small")
+    tool = make_tool("--fail-model", ".multilingual-e5-small", version=version)
     tool.write("e5.yaml", E5)
     failed = tool("apply", "--auto-approve")
     assert failed.code == 1, failed
@@ -190,7 +172,7 @@ def test_a_tainted_endpoint_is_replaced(make_tool: MakeTool, version: str) -> No
 
 @pytest.mark.parametrize("version", VERSIONS)
 def test_secret_unknown_after_import(make_tool: MakeTool, version: str) -> None:
-    tool = make_tool(version)
+    tool = make_tool(version=version)
     body = {
         "service": "anthropic",
         "service_settings": {"api_key": "x", "model_id": "m"},
@@ -208,7 +190,7 @@ def test_secret_unknown_after_import(make_tool: MakeTool, version: str) -> None:
 
 @pytest.mark.parametrize("version", VERSIONS)
 def test_a_referenced_replace_is_blocked_unless_allowed(make_tool: MakeTool, version: str) -> None:
-    tool = make_tool(version)
+    tool = make_tool(version=version)
     tool.write("e5.yaml", E5)
     assert tool("apply", "--auto-approve").code == 0
     tool.es("PUT", "/_ingest/pipeline/embed", json={"processors": [{"inference": {"model_id": "e5"}}]})
@@ -270,7 +252,7 @@ def test_show_and_markdown_and_exit_codes(make_tool: MakeTool) -> None:
 def test_plan_cost_does_not_grow_with_endpoints_and_writes_nothing(make_tool: MakeTool) -> None:
     counts = []
     for n in (3, 40):
-        tool = make_tool("9.5.0", state="cluster")
+        tool = make_tool(state="cluster")
         for i in range(n):
             tool.write(f"e{i}.yaml", anthropic(f"e{i}"))
         tool.reset_requests()
@@ -396,7 +378,7 @@ def test_an_elser_service_manifest_applies_and_stays_without_changes(
     make_tool: MakeTool, version: str
 ) -> None:
     """`service: elser` is stored as `elasticsearch`: no perpetual replace after the apply."""
-    tool = make_tool(version)
+    tool = make_tool(version=version)
     tool.write(
         "sparse.yaml",
         "inference_id: sparse\ntask_type: sparse_embedding\nservice: elser\n"

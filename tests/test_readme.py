@@ -10,13 +10,13 @@ import shlex
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 import yaml
 
-from tests.conftest import Served, start_emulator, stop_emulator
+from tests.conftest import Served
 
 REPO = Path(__file__).resolve().parents[1]
 README = REPO / "README.md"
@@ -152,15 +152,11 @@ def gitlab_lines() -> list[str]:
     return [line for job in order for script in jobs[job]["script"] for line in reconciler_lines(script)]
 
 
-@pytest.fixture
-def served() -> Iterator[Served]:
-    emulator = start_emulator("--deploy-seconds", "0.5")
-    yield emulator
-    stop_emulator(emulator)
-
-
 @pytest.mark.parametrize("lines", [github_lines, gitlab_lines], ids=["github", "gitlab"])
-def test_the_pipeline_examples_commands_work_in_order(lines: object, served: Served, tmp_path: Path) -> None:
+def test_the_pipeline_examples_commands_work_in_order(
+    lines: object, serve_emulator: Callable[..., Served], tmp_path: Path
+) -> None:
+    served = serve_emulator("--deploy-seconds", "0.5")
     commands = lines()  # type: ignore[operator]
     assert any(c.startswith("reconciler apply plan.json") for c in commands)
     cwd = project(tmp_path)
