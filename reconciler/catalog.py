@@ -18,6 +18,7 @@ import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any, Literal
 
 # JSON values as Python's json module reads them.
@@ -188,11 +189,12 @@ def java_double(value: float) -> str:
     if math.isinf(value):
         return "Infinity" if value > 0 else "-Infinity"
     if value == 0 or 1e-3 <= abs(value) < 1e7:
-        text = repr(value)
-        return text if "e" not in text else f"{value:f}".rstrip("0")
-    mantissa, exponent = f"{value:.17e}".split("e")
-    digits = repr(float(mantissa))
-    return f"{digits}E{int(exponent)}"
+        return repr(value)  # repr's plain range covers this one
+    # The shortest digits that read back as the value, as Java (and repr) choose them.
+    exact = Decimal(repr(value))
+    digits = "".join(map(str, exact.as_tuple().digits)).rstrip("0") or "0"
+    sign = "-" if value < 0 else ""
+    return f"{sign}{digits[0]}.{digits[1:] or '0'}E{exact.adjusted()}"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -300,9 +302,6 @@ class Service:
     def task_fields(self, task_type: str, version: Version) -> list[Field]:
         return _applicable(self, "task_settings", task_type, version)
 
-    def secret_names(self) -> frozenset[str]:
-        return frozenset(f.name for f in self.service_settings if f.secret)
-
     def default_rate_limit(self, task_type: str) -> int | None:
         if self.rate_limit is None:
             return None
@@ -331,13 +330,6 @@ def _applicable(service: Service, section: str, task_type: str, version: Version
         fields: tuple[Field, ...] = getattr(service, section)
         found = _APPLICABLE[key] = [f for f in fields if f.applies(task_type, version)]
     return list(found)
-
-
-# Every secret field name across services: redaction treats these keys as sensitive everywhere.
-SECRET_FIELD_NAMES = frozenset(
-    {"api_key", "access_key", "secret_key", "service_account_json", "client_secret", "entra_id"}
-    | {"secret_parameters"}
-)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1568,6 +1560,8 @@ _SERVICES: tuple[Service, ...] = (
 )
 
 SERVICES: dict[str, Service] = {service.name: service for service in _SERVICES}
+# Every secret field name across services: manifests treat these keys as secrets whatever the service.
+SECRET_FIELD_NAMES = frozenset(f.name for service in _SERVICES for f in service.service_settings if f.secret)
 
 
 def service(name: str, version: Version) -> Service | None:

@@ -285,7 +285,7 @@ class _Checker:
         if isinstance(inference_id, str):
             self._check_id(inference_id)
         service = self._service(data.get("service"), resolved_value(self.resolver, data.get("service")))
-        secrets, resolved = self._references(data, service)
+        secrets, resolved = self._references(data)
         task_type = self._task_type(data.get("task_type"), resolved.get("task_type"))
         if service is None or task_type is None or not isinstance(resolved.get("service_settings"), dict):
             return None
@@ -295,7 +295,9 @@ class _Checker:
         wait_timeout = self._check_wait(manifest, service)
         if self.errors or manifest is None or not isinstance(inference_id, str):
             return None
-        settings = {k: v for k, v in resolved["service_settings"].items() if k not in _secret_names(service)}
+        settings = {
+            k: v for k, v in resolved["service_settings"].items() if k not in catalog.SECRET_FIELD_NAMES
+        }
         return Desired(
             inference_id=inference_id,
             task_type=task_type,
@@ -379,11 +381,9 @@ class _Checker:
 
     # -- references and secrets ----------------------------------------------------------------
 
-    def _references(
-        self, data: dict[str, Any], service: Service | None
-    ) -> tuple[dict[str, Secret], dict[str, Any]]:
+    def _references(self, data: dict[str, Any]) -> tuple[dict[str, Secret], dict[str, Any]]:
         """Resolve references; secrets come out as `Secret`s, placeholders stand in for them."""
-        secret_names = _secret_names(service)
+        secret_names = catalog.SECRET_FIELD_NAMES
         secrets: dict[str, Secret] = {}
         resolved: dict[str, Any] = {}
         for key, value in data.items():
@@ -535,11 +535,6 @@ def resolved_value(resolver: Resolver, value: Any) -> Any:
         return resolver.resolve(value)
     except BadReferenceError:
         return None
-
-
-def _secret_names(service: Service | None) -> frozenset[str]:
-    """Secret fields: the service's own, and every known secret name whatever the service."""
-    return catalog.SECRET_FIELD_NAMES | (service.secret_names() if service is not None else frozenset())
 
 
 def _single_reference(text: str) -> bool:

@@ -15,7 +15,7 @@ import hashlib
 import hmac
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NoReturn
 
@@ -105,8 +105,10 @@ def read_secret_file(path: str) -> str:
 class Resolver:
     """Resolves references against an environment and the file system (both injectable for tests)."""
 
-    env: Mapping[str, str]
+    env: Mapping[str, str] = field(repr=False)  # the process environment holds secrets
     read_file: Callable[[str], str] = read_secret_file
+    # One read per file and run, however many manifests mount the same secret.
+    _files: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
 
     def value(self, reference: Reference) -> str:
         if reference.kind == "env":
@@ -115,8 +117,11 @@ class Resolver:
                     f"environment variable {reference.target} is not set (from {reference.text})"
                 )
             return self.env[reference.target]
+        if reference.target in self._files:
+            return self._files[reference.target]
         try:
-            return self.read_file(reference.target)
+            text = self._files[reference.target] = self.read_file(reference.target)
+            return text
         except OSError as error:
             raise BadReferenceError(
                 f"cannot read {reference.target} (from {reference.text}): {error.strerror or type(error).__name__}"

@@ -280,6 +280,8 @@ def test_value_kinds_follow_jackson(kind: Kind, value: Any, accepted: bool) -> N
         (1.5e7, "1.5E7"),
         (0.001, "0.001"),
         (1e7, "1.0E7"),
+        (9.801382030564322e-30, "9.801382030564322E-30"),  # 17 digits, not rounded through 16
+        (-12345678.9, "-1.23456789E7"),
     ],
 )
 def test_doubles_print_as_java_prints_them(value: float, text: str) -> None:

@@ -183,8 +183,18 @@ def test_reference_parsing() -> None:
     assert is_single_reference("${file:/run/secrets/key}")
     assert not is_single_reference("x${A}")
     assert not is_single_reference("$${A}")
-    resolver = Resolver({"A": "1"}, read_file=lambda path: f"<{path}>")
+    reads: list[str] = []
+
+    def read(path: str) -> str:
+        reads.append(path)
+        return f"<{path}>"
+
+    resolver = Resolver({"A": "1"}, read_file=read)
     assert resolver.resolve("${A}-${file:p}-$${A}") == "1-<p>-${A}"
+    assert resolver.resolve("${file:p}") == "<p>"
+    assert reads == ["p"]  # a mounted secret is read once per run
+    assert "<p>" not in repr(resolver)
+    assert "'A'" not in repr(resolver)  # nor the environment
 
 
 CANARY = "canary-value-7e21"
