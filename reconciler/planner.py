@@ -19,6 +19,7 @@ force it are named.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 from collections import defaultdict
@@ -65,16 +66,22 @@ class Options:
 # -- views -------------------------------------------------------------------------------------
 
 
+def _with_secrets(settings: Mapping[str, Any], values: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy of service_settings with each secret path (`key` or `key.inner`) set to its value."""
+    out = copy.deepcopy(dict(settings))
+    for path, value in values.items():
+        top, _, inner = path.partition(".")
+        if inner:
+            out.setdefault(top, {})[inner] = value
+        else:
+            out[top] = value
+    return out
+
+
 def expected_view(desired: Desired, version: Version) -> dict[str, Any]:
     """The endpoint as the server will echo it, without secrets (the catalog knows the defaults)."""
     service = catalog.SERVICES[desired.written_service]
-    settings = dict(desired.service_settings)
-    for path in desired.secrets:
-        top, _, inner = path.partition(".")
-        if inner:
-            settings.setdefault(top, {})[inner] = REDACTED
-        else:
-            settings[top] = REDACTED
+    settings = _with_secrets(desired.service_settings, dict.fromkeys(desired.secrets, REDACTED))
     body: dict[str, Any] = {"service_settings": settings, "task_settings": dict(desired.task_settings or {})}
     if desired.chunking_settings is not None:
         body["chunking_settings"] = dict(desired.chunking_settings)
@@ -376,26 +383,16 @@ def _redacted(
     """The expected view with each secret per key: (sensitive), or (sensitive, changed) when it
     differs from (or is unknown to) the state on an endpoint that exists."""
     known = record.secret_digests if record is not None else {}
-    settings = json.loads(json.dumps(view["service_settings"]))
-    for path, planned in secrets.items():
-        mark = REDACTED_CHANGED if changed and known.get(path) != planned.digest else REDACTED
-        top, _, inner = path.partition(".")
-        if inner:
-            settings.setdefault(top, {})[inner] = mark
-        else:
-            settings[top] = mark
-    return {**view, "service_settings": settings}
+    marks = {
+        path: REDACTED_CHANGED if changed and known.get(path) != planned.digest else REDACTED
+        for path, planned in secrets.items()
+    }
+    return {**view, "service_settings": _with_secrets(view["service_settings"], marks)}
 
 
 def _request(desired: Desired) -> dict[str, Any]:
     """The PUT body as written, secrets as their references."""
-    settings: dict[str, Any] = json.loads(json.dumps(dict(desired.service_settings)))
-    for path, reference in desired.secret_references.items():
-        top, _, inner = path.partition(".")
-        if inner:
-            settings.setdefault(top, {})[inner] = reference
-        else:
-            settings[top] = reference
+    settings = _with_secrets(desired.service_settings, desired.secret_references)
     body: dict[str, Any] = {"service": desired.written_service, "service_settings": settings}
     if desired.task_settings:
         body["task_settings"] = dict(desired.task_settings)
