@@ -87,3 +87,15 @@ def test_the_listening_socket_lets_asyncio_disable_nagle() -> None:
 
     with listening_socket("127.0.0.1", 0) as sock:
         assert sock.proto == socket.IPPROTO_TCP
+
+
+def test_the_socket_accepts_connections_before_the_address_is_printed() -> None:
+    """`serve` prints the address once `listening_socket` returns: a script that connects the moment
+    it reads that line must wait in the backlog until uvicorn accepts, not be refused."""
+    from reconciler.emulator.server import listening_socket
+
+    sock = listening_socket("127.0.0.1", 0)
+    try:
+        socket.create_connection(sock.getsockname()[:2], timeout=5).close()
+    finally:
+        sock.close()

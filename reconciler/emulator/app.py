@@ -4,8 +4,9 @@ It routes as Elasticsearch's RestController does (no handler: 400; wrong method:
 `Allow`), rejects unknown query parameters with Elasticsearch's message, checks the
 `compatible-with` media types, answers every response with `X-elastic-product: Elasticsearch`,
 and wraps errors in the Elasticsearch envelope. Around the handlers sit the request log,
-authentication, latency and fault injection. `/_emulator/...` is the emulator's own control API
-(counters, faults, clock, deployments); it is never faulted, delayed or counted.
+authentication, latency and fault injection (the REST layer's own checks are in `rest`).
+`/_emulator/...` is the emulator's own control API (`control`); it is never faulted, delayed or
+counted.
 
 Use it in-process through `httpx.ASGITransport(app=Emulator(config))`, or on a socket with
 `reconciler emulator` (uvicorn).
@@ -24,13 +25,15 @@ from typing import Any
 from starlette.requests import Request
 from starlette.types import Receive, Scope, Send
 
-from reconciler.emulator import documents, inference, ml
+from reconciler import catalog
+from reconciler.emulator import documents, inference, ml, update
 from reconciler.emulator.cluster import Cluster, EmulatorConfig
+from reconciler.emulator.control import Control
 from reconciler.emulator.errors import EsError, bad_request
 from reconciler.emulator.faults import Faults, LostResponseError, RequestLog
+from reconciler.emulator.rest import FlatResponse, authenticate, check_params, negotiate
 
 Json = Any
-GLOBAL_PARAMS = frozenset({"pretty", "human", "error_trace", "filter_path", "format"})
 BUILD = {
     "8.19": ("9.12.2", "7.17.0", "7.0.0"),
     "9.0": ("10.1.0", "8.18.0", "8.0.0"),
@@ -40,9 +43,57 @@ BUILD = {
     "9.4": ("10.4.0", "8.19.0", "8.0.0"),
     "9.5": ("10.5.0", "8.19.0", "8.0.0"),
 }
-_COMPAT = re.compile(
-    r"application/vnd\.elasticsearch\+[a-z-]+\s*;\s*compatible-with\s*=\s*(\d+)", re.IGNORECASE
-)
+
+# The query parameters each kind of handler accepts (besides the global ones).
+STATS_PARAMS = {"allow_no_match", "from", "size"}
+REFRESH_PARAMS = {"ignore_unavailable", "allow_no_indices", "expand_wildcards"}
+DOC_WRITE = {
+    "op_type",
+    "if_seq_no",
+    "if_primary_term",
+    "refresh",
+    "routing",
+    "timeout",
+    "version",
+    "version_type",
+    "pipeline",
+    "require_alias",
+    "wait_for_active_shards",
+    "require_data_stream",
+}
+DOC_READ = {
+    "_source",
+    "_source_excludes",
+    "_source_includes",
+    "preference",
+    "realtime",
+    "refresh",
+    "routing",
+    "stored_fields",
+    "version",
+    "version_type",
+}
+DOC_DELETE = {
+    "if_seq_no",
+    "if_primary_term",
+    "refresh",
+    "routing",
+    "timeout",
+    "version",
+    "version_type",
+    "wait_for_active_shards",
+}
+INDEX_PARAMS = {
+    "master_timeout",
+    "timeout",
+    "wait_for_active_shards",
+    "ignore_unavailable",
+    "allow_no_indices",
+    "expand_wildcards",
+    "include_defaults",
+    "local",
+    "flat_settings",
+}
 
 
 @dataclass
@@ -108,6 +159,12 @@ class Route:
     handlers: Mapping[str, tuple[Handler, frozenset[str]]]
 
 
+def _route(pattern: str, **handlers: tuple[Handler, set[str]]) -> Route:
+    """A route from a pattern whose `{name}`s each match one path segment."""
+    regex = re.sub(r"\{(\w+)\}", lambda m: f"(?P<{m[1]}>[^/]+)", pattern)
+    return Route(re.compile(regex), {m: (h, frozenset(p)) for m, (h, p) in handlers.items()})
+
+
 class Emulator:
     """An emulated Elasticsearch cluster behind an ASGI interface."""
 
@@ -123,6 +180,7 @@ class Emulator:
         )
         self.requests = RequestLog()
         self.node_name = "emulator-0"
+        self.control = Control(self.cluster, self.faults, self.requests)
         self.routes = self._routes()
 
     # -- ASGI --------------------------------------------------------------------------------
@@ -155,15 +213,15 @@ class Emulator:
         path = request.url.path
         method = request.method
         if path.startswith("/_emulator/") or path == "/_emulator":
-            reply = await self._control(request, body)
-            return reply.status, reply.body, dict(reply.headers or {}), False
+            status, payload = await self.control.handle(method, path, body)
+            return status, payload, {}, False
         self.requests.record(method, path)
         headers: dict[str, str] = {"X-elastic-product": "Elasticsearch"}
         try:
-            compat = self._negotiate(request, body)
+            compat = negotiate(self.cluster.version.major, request, body)
             if compat is not None:
                 headers["content-type"] = f"application/vnd.elasticsearch+json;compatible-with={compat}"
-            self._authenticate(request)
+            authenticate(self.config.api_key, request)
             if self.faults.latency_ms > 0:
                 await asyncio.sleep(self.faults.latency_ms / 1000)
             rejection = self.faults.rejection()
@@ -178,83 +236,9 @@ class Emulator:
             if error.status in (401, 403):
                 headers.pop("X-elastic-product", None)
             return error.status, error.body(), headers, False
-        except _FlatResponse as flat:
+        except FlatResponse as flat:
             headers.update(flat.headers)
             return flat.status, flat.body, headers, False
-
-    def _negotiate(self, request: Request, body: bytes) -> int | None:
-        """REST compatibility (RestCompatibleVersionHelper): the major a request asked for."""
-        current = self.cluster.version.major
-        accept = request.headers.get("accept")
-        content_type = request.headers.get("content-type")
-        accept_version = _compat_version(accept)
-        content_version = _compat_version(content_type)
-        has_content = bool(body)
-        try:
-            asked = accept_version or current
-            if asked > current or asked < current - 1:
-                raise _compat_error(
-                    f"Accept version must be either version {current} or {current - 1}, but found {asked}. Accept={accept}"
-                )
-            if has_content:
-                given = content_version or current
-                if given > current or given < current - 1:
-                    raise _compat_error(
-                        f"Content-Type version must be either version {current} or {current - 1}, but found {given}. "
-                        f"Content-Type={content_type}"
-                    )
-                if given != asked:
-                    raise _compat_error(
-                        "A compatible version is required on both Content-Type and Accept headers if either one has "
-                        "requested a compatible version and the compatible versions must match. "
-                        f"Accept={accept}, Content-Type={content_type}"
-                    )
-                if (accept_version is None) != (content_version is None):
-                    raise _compat_error(
-                        "A compatible version is required on both Content-Type and Accept headers if either one has "
-                        f"requested a compatible version. Accept={accept}, Content-Type={content_type}"
-                    )
-        except _CompatError as failure:
-            raise EsError(
-                400,
-                "media_type_header_exception",
-                "Invalid media-type value on headers [Accept, Content-Type]",
-                caused_by=("status_exception", failure.reason),
-            ) from None
-        if has_content and content_type is not None:
-            media = content_type.split(";")[0].strip().lower()
-            if media in ("text/plain", "application/x-www-form-urlencoded", "multipart/form-data"):
-                raise _FlatResponse(
-                    406, {"error": f"Content-Type header [{content_type}] is not supported", "status": 406}
-                )
-        return accept_version
-
-    def _authenticate(self, request: Request) -> None:
-        expected = self.config.api_key
-        if expected is None:
-            return
-        given = request.headers.get("authorization")
-        challenge = {"WWW-Authenticate": 'ApiKey, Basic realm="security", charset="UTF-8"'}
-        if given is None:
-            raise EsError(
-                401,
-                "security_exception",
-                f"missing authentication credentials for REST request [{request.url.path}]",
-                metadata={
-                    "header": {"WWW-Authenticate": ["ApiKey", 'Basic realm="security", charset="UTF-8"']}
-                },
-                headers=challenge,
-            )
-        if given != f"ApiKey {expected}":
-            raise EsError(
-                401,
-                "security_exception",
-                "unable to authenticate with provided credentials and anonymous access is not allowed for this request",
-                metadata={
-                    "header": {"WWW-Authenticate": ["ApiKey", 'Basic realm="security", charset="UTF-8"']}
-                },
-                headers=challenge,
-            )
 
     async def _dispatch(self, request: Request, body: bytes) -> Reply:
         path = request.url.path
@@ -269,11 +253,11 @@ class Emulator:
                 continue
             handler, accepted = route.handlers[method]
             params = dict(request.query_params)
-            _check_params(path, params, accepted)
+            check_params(path, params, accepted)
             return await handler(Call(request, match.groupdict(), params, body))
         uri = path + (f"?{request.url.query}" if request.url.query else "")
         if allowed:
-            raise _FlatResponse(
+            raise FlatResponse(
                 405,
                 {
                     "error": f"Incorrect HTTP method for uri [{uri}] and method [{method}], allowed: [{', '.join(allowed)}]",
@@ -281,122 +265,69 @@ class Emulator:
                 },
                 {"Allow": ",".join(allowed)},
             )
-        raise _FlatResponse(400, {"error": f"no handler found for uri [{uri}] and method [{method}]"})
+        raise FlatResponse(400, {"error": f"no handler found for uri [{uri}] and method [{method}]"})
 
     # -- routes ------------------------------------------------------------------------------
 
     def _routes(self) -> list[Route]:
+        """Every route, in the order they are tried (the first whose pattern matches the path wins)."""
+        return [
+            _route("/", GET=(self._root, set()), HEAD=(self._root, set())),
+            *self._inference_routes(),
+            _route("/_ml/trained_models/_stats", GET=(self._model_stats, STATS_PARAMS)),
+            _route("/_ml/trained_models/{ids}/_stats", GET=(self._model_stats, STATS_PARAMS)),
+            *self._document_routes(),
+        ]
+
+    def _inference_routes(self) -> list[Route]:
         version = self.cluster.version
         put_params = {"timeout"} if (version.major == 8 or version.at_least(9, 1)) else set()
-        update_params = {"timeout"} if version.at_least(9, 5) else set()
+        # The `_update` rewritten in 9.5 also takes a timeout.
+        update_params = {"timeout"} if catalog.NEWEST_UPDATE.covers(version) else set()
         delete_params = {"force", "dry_run"}
-        doc_write = {
-            "op_type",
-            "if_seq_no",
-            "if_primary_term",
-            "refresh",
-            "routing",
-            "timeout",
-            "version",
-            "version_type",
-            "pipeline",
-            "require_alias",
-            "wait_for_active_shards",
-            "require_data_stream",
+        endpoint = {
+            "GET": (self._get_inference, set[str]()),
+            "PUT": (self._put_inference, put_params),
+            "DELETE": (self._delete_inference, delete_params),
+            "POST": (self._perform_inference, {"timeout"}),
         }
-        doc_read = {
-            "_source",
-            "_source_excludes",
-            "_source_includes",
-            "preference",
-            "realtime",
-            "refresh",
-            "routing",
-            "stored_fields",
-            "version",
-            "version_type",
-        }
-        doc_delete = {
-            "if_seq_no",
-            "if_primary_term",
-            "refresh",
-            "routing",
-            "timeout",
-            "version",
-            "version_type",
-            "wait_for_active_shards",
-        }
-        index_params = {
-            "master_timeout",
-            "timeout",
-            "wait_for_active_shards",
-            "ignore_unavailable",
-            "allow_no_indices",
-            "expand_wildcards",
-            "include_defaults",
-            "local",
-            "flat_settings",
-        }
-        seg = r"[^/]+"
+        routes = [_route("/_inference", GET=(self._get_inference, set()))]
+        for path in ("/_inference/{first}", "/_inference/{first}/{second}"):
+            if catalog.UPDATE_ARRIVED.covers(version):
+                routes.append(_route(f"{path}/_update", PUT=(self._update_inference, update_params)))
+            routes.append(_route(f"{path}/_stream", POST=(self._perform_inference, {"timeout"})))
+            routes.append(_route(path, **endpoint))
+        return routes
 
-        def route(pattern: str, **handlers: tuple[Handler, set[str]]) -> Route:
-            regex = re.sub(r"\{(\w+)\}", lambda m: f"(?P<{m[1]}>{seg})", pattern)
-            return Route(re.compile(regex), {m: (h, frozenset(p)) for m, (h, p) in handlers.items()})
-
+    def _document_routes(self) -> list[Route]:
+        """Pipelines, documents and indices, as the cluster state backend and references use them."""
         return [
-            route("/", GET=(self._root, set()), HEAD=(self._root, set())),
-            route("/_inference", GET=(self._get_inference, set())),
-            route("/_inference/{first}/_update", PUT=(self._update_inference, update_params)),
-            route("/_inference/{first}/_stream", POST=(self._perform_inference, {"timeout"})),
-            route(
-                "/_inference/{first}",
-                GET=(self._get_inference, set()),
-                PUT=(self._put_inference, put_params),
-                DELETE=(self._delete_inference, delete_params),
-                POST=(self._perform_inference, {"timeout"}),
-            ),
-            route("/_inference/{first}/{second}/_update", PUT=(self._update_inference, update_params)),
-            route("/_inference/{first}/{second}/_stream", POST=(self._perform_inference, {"timeout"})),
-            route(
-                "/_inference/{first}/{second}",
-                GET=(self._get_inference, set()),
-                PUT=(self._put_inference, put_params),
-                DELETE=(self._delete_inference, delete_params),
-                POST=(self._perform_inference, {"timeout"}),
-            ),
-            route("/_ml/trained_models/_stats", GET=(self._model_stats, {"allow_no_match", "from", "size"})),
-            route(
-                "/_ml/trained_models/{ids}/_stats",
-                GET=(self._model_stats, {"allow_no_match", "from", "size"}),
-            ),
-            route("/_ingest/pipeline", GET=(self._get_pipeline, {"master_timeout", "summary"})),
-            route(
+            _route("/_ingest/pipeline", GET=(self._get_pipeline, {"master_timeout", "summary"})),
+            _route(
                 "/_ingest/pipeline/{id}",
                 GET=(self._get_pipeline, {"master_timeout", "summary"}),
                 PUT=(self._put_pipeline, {"master_timeout", "timeout", "if_version"}),
                 DELETE=(self._delete_pipeline, {"master_timeout", "timeout"}),
             ),
-            route(
+            _route(
                 "/{index}/_doc/{id}",
-                GET=(self._get_doc, doc_read),
-                PUT=(self._put_doc, doc_write),
-                POST=(self._put_doc, doc_write),
-                DELETE=(self._delete_doc, doc_delete),
+                GET=(self._get_doc, DOC_READ),
+                PUT=(self._put_doc, DOC_WRITE),
+                POST=(self._put_doc, DOC_WRITE),
+                DELETE=(self._delete_doc, DOC_DELETE),
             ),
-            route(
-                "/{index}/_create/{id}", PUT=(self._create_doc, doc_write), POST=(self._create_doc, doc_write)
+            _route(
+                "/{index}/_create/{id}", PUT=(self._create_doc, DOC_WRITE), POST=(self._create_doc, DOC_WRITE)
             ),
-            route(
-                "/{index}/_refresh",
-                POST=(self._refresh, {"ignore_unavailable", "allow_no_indices", "expand_wildcards"}),
-                GET=(self._refresh, {"ignore_unavailable", "allow_no_indices", "expand_wildcards"}),
+            _route(
+                "/{index}/_refresh", POST=(self._refresh, REFRESH_PARAMS), GET=(self._refresh, REFRESH_PARAMS)
             ),
-            route(
+            _route(
                 "/{index}",
-                GET=(self._get_index, index_params),
-                HEAD=(self._head_index, index_params),
-                PUT=(self._create_index, index_params),
-                DELETE=(self._delete_index, index_params),
+                GET=(self._get_index, INDEX_PARAMS),
+                HEAD=(self._head_index, INDEX_PARAMS),
+                PUT=(self._create_index, INDEX_PARAMS),
+                DELETE=(self._delete_index, INDEX_PARAMS),
             ),
         ]
 
@@ -446,7 +377,7 @@ class Emulator:
 
     async def _update_inference(self, call: Call) -> Reply:
         task_type, inference_id = _target(call)
-        return Reply(await inference.update_endpoint(self.cluster, task_type, inference_id, call.body))
+        return Reply(await update.update_endpoint(self.cluster, task_type, inference_id, call.body))
 
     async def _perform_inference(self, call: Call) -> Reply:
         raise EsError(
@@ -537,83 +468,6 @@ class Emulator:
     async def _delete_index(self, call: Call) -> Reply:
         return Reply(documents.delete_index(self.cluster, call.path["index"]))
 
-    # -- control API -------------------------------------------------------------------------
-
-    async def _control(self, request: Request, body: bytes) -> Reply:
-        """The emulator's own API: GET/DELETE requests, PUT faults and ml, clock and deployments."""
-        path = request.url.path.removeprefix("/_emulator")
-        method = request.method
-        data = json.loads(body) if body.strip() else {}
-        cluster = self.cluster
-        if path == "/requests" and method == "GET":
-            return Reply(self.requests.to_json())
-        if path == "/requests" and method == "DELETE":
-            self.requests.reset()
-            return Reply({"acknowledged": True})
-        if path == "/faults" and method == "PUT":
-            self.faults.configure(data)
-            return Reply({"acknowledged": True})
-        if path == "/ml" and method == "PUT":
-            if "capacity" in data:
-                cluster.ml.capacity = None if data["capacity"] is None else int(data["capacity"])
-            if "deploy_seconds" in data:
-                cluster.ml.deploy_seconds = float(data["deploy_seconds"])
-            return Reply({"acknowledged": True})
-        if path == "/clock/_advance" and method == "POST":
-            cluster.advance(float(data.get("seconds", 0)))
-            cluster.save()
-            return Reply({"acknowledged": True, "now": cluster.now()})
-        match = re.fullmatch(r"/deployments/([^/]+)/_(fail|scale)", path)
-        if match is not None and method == "POST":
-            dep = cluster.deployments.get(match[1])
-            if dep is None:
-                return Reply({"error": f"no deployment [{match[1]}]"}, 404)
-            now = cluster.now()
-            if match[2] == "fail":
-                dep.failure = str(data.get("reason", ml.failure_reason(dep)))
-                dep.fail_at = now
-            else:
-                share = ml.shares(cluster.ml, list(cluster.deployments.values()), now).get(
-                    dep.deployment_id, 0
-                )
-                ml.scale(cluster.ml, dep, share, int(data["allocations"]), now)
-            cluster.save()
-            return Reply({"acknowledged": True})
-        match = re.fullmatch(r"/endpoints/([^/]+)/secrets", path)
-        if match is not None and method == "GET":
-            endpoint = cluster.endpoints.get(match[1])
-            if endpoint is None:
-                return Reply({"error": f"no endpoint [{match[1]}]"}, 404)
-            return Reply(endpoint.secret_digests)
-        return Reply({"error": f"unknown emulator control request [{method} {request.url.path}]"}, 404)
-
-
-class _FlatResponse(Exception):  # noqa: N818 (a response to send, not an error)
-    """A response whose body is not the error envelope (routing errors, 406)."""
-
-    def __init__(self, status: int, body: Json, headers: Mapping[str, str] | None = None) -> None:
-        super().__init__(status)
-        self.status = status
-        self.body = body
-        self.headers = dict(headers or {})
-
-
-class _CompatError(Exception):
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
-
-
-def _compat_error(reason: str) -> _CompatError:
-    return _CompatError(reason)
-
-
-def _compat_version(header: str | None) -> int | None:
-    if header is None:
-        return None
-    match = _COMPAT.search(header)
-    return int(match[1]) if match else None
-
 
 def _target(call: Call) -> tuple[str | None, str]:
     """(task type or None, inference id) of /_inference/[{task_type}/]{inference_id}."""
@@ -630,39 +484,6 @@ def _refresh(call: Call) -> bool:
     if value == "wait_for":
         return False
     raise bad_request("illegal_argument_exception", f"Unknown value for refresh: [{value}].")
-
-
-def _check_params(path: str, params: Mapping[str, str], accepted: frozenset[str]) -> None:
-    """Elasticsearch refuses query parameters a handler does not know (BaseRestHandler)."""
-    unknown = sorted(p for p in params if p not in accepted and p not in GLOBAL_PARAMS)
-    if not unknown:
-        return
-    known = sorted(accepted | {"error_trace"})
-    parts = []
-    for name in unknown:
-        candidates = [c for c in known if _similarity(name, c) > 0.5]
-        candidates.sort(key=lambda c: (-_similarity(name, c), c))
-        hint = ""
-        if candidates:
-            listed = "[" + ", ".join(candidates) + "]"
-            hint = f" -> did you mean {'any of ' if len(candidates) > 1 else ''}{listed}?"
-        parts.append(f"[{name}]{hint}")
-    noun = "parameters" if len(unknown) > 1 else "parameter"
-    raise bad_request(
-        "illegal_argument_exception", f"request [{path}] contains unrecognized {noun}: {', '.join(parts)}"
-    )
-
-
-def _similarity(a: str, b: str) -> float:
-    """Lucene's LevenshteinDistance: 1 - edit distance / longest length."""
-    previous = list(range(len(b) + 1))
-    for i, ca in enumerate(a, start=1):
-        current = [i]
-        for j, cb in enumerate(b, start=1):
-            current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (ca != cb)))
-        previous = current
-    longest = max(len(a), len(b)) or 1
-    return 1.0 - previous[-1] / longest
 
 
 def _encode(payload: Json, pretty: bool) -> bytes:

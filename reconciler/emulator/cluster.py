@@ -20,7 +20,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from reconciler.catalog import DEFAULT_VERSION, Version, default_elser_model, supported
+from reconciler.catalog import (
+    DEFAULT_VERSION,
+    SERVICES,
+    Version,
+    default_elser_model,
+    deployment_id,
+    supported,
+)
 from reconciler.emulator.ml import ALWAYS_INSTALLED, Deployment, MlSettings
 
 STATE_FILE = "cluster.json"
@@ -77,6 +84,16 @@ class Endpoint:
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Endpoint:
         return cls(**data)
+
+    @property
+    def deploys_model(self) -> bool:
+        """Whether a trained-model deployment serves it (EIS services are not in the catalog)."""
+        found = SERVICES.get(self.service)
+        return found is not None and found.deploys_model
+
+    @property
+    def deployment_id(self) -> str:
+        return deployment_id({"inference_id": self.inference_id, "service_settings": self.service_settings})
 
 
 @dataclass

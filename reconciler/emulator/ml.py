@@ -19,17 +19,18 @@ import fnmatch
 from dataclasses import dataclass, field
 from typing import Any
 
+from reconciler.catalog import E5_MODEL, E5_MODEL_X86, ELSER_MODEL, ELSER_MODEL_X86, RERANK_MODEL
 from reconciler.emulator.errors import EsError, not_found
 
 ML_NODE_ID = "mlnode0EmulatorNodeId0"
 ML_NODE_NAME = "emulator-ml-0"
 # Sizes of the models Elasticsearch ships; other models get a generic size.
 MODEL_SIZES: dict[str, tuple[int, int]] = {
-    ".elser_model_2": (438123914, 2101346304),
-    ".elser_model_2_linux-x86_64": (274756282, 2101346304),
-    ".multilingual-e5-small": (470086322, 1051403560),
-    ".multilingual-e5-small_linux-x86_64": (118318368, 1051403560),
-    ".rerank-v1": (1421568472, 2168524676),
+    ELSER_MODEL: (438123914, 2101346304),
+    ELSER_MODEL_X86: (274756282, 2101346304),
+    E5_MODEL: (470086322, 1051403560),
+    E5_MODEL_X86: (118318368, 1051403560),
+    RERANK_MODEL: (1421568472, 2168524676),
     "lang_ident_model_1": (1053992, 0),
 }
 ALWAYS_INSTALLED = ("lang_ident_model_1",)
@@ -175,7 +176,6 @@ def deployment_stats(
     share = shares(settings, deployments, now).get(dep.deployment_id, 0)
     count = allocation_count(settings, dep, share, now)
     failed = has_failed(dep, now)
-    start_ms = int(dep.created * 1000)
     stats: dict[str, Any] = {
         "deployment_id": dep.deployment_id,
         "model_id": dep.model_id,
@@ -199,41 +199,33 @@ def deployment_stats(
     }
     stats["cache_size"] = "0b"
     stats["priority"] = "normal"
-    stats["start_time"] = start_ms
+    stats["start_time"] = int(dep.created * 1000)
     stats["peak_throughput_per_minute"] = 0
-    nodes: list[dict[str, Any]] = []
+    stats["nodes"] = _nodes(dep, count, share, failed, version)
+    return stats
+
+
+def _nodes(dep: Deployment, count: int, share: int, failed: bool, version: str) -> list[dict[str, Any]]:
+    """The deployment's routing on the one ML node: failed, started, starting, or none yet."""
+    idle = {"peak_throughput_per_minute": 0, "throughput_last_minute": 0}
     if failed:
-        nodes.append(
-            {
-                "routing_state": {"routing_state": "failed", "reason": dep.failure},
-                "peak_throughput_per_minute": 0,
-                "throughput_last_minute": 0,
-            }
-        )
-    elif count > 0:
-        nodes.append(
+        return [{"routing_state": {"routing_state": "failed", "reason": dep.failure}, **idle}]
+    if count > 0:
+        return [
             {
                 "node": _node(version),
                 "routing_state": {"routing_state": "started"},
                 "inference_count": 0,
                 "number_of_pending_requests": 0,
-                "start_time": start_ms,
+                "start_time": int(dep.created * 1000),
                 "threads_per_allocation": dep.threads,
                 "number_of_allocations": count,
-                "peak_throughput_per_minute": 0,
-                "throughput_last_minute": 0,
+                **idle,
             }
-        )
-    elif share > 0:
-        nodes.append(
-            {
-                "routing_state": {"routing_state": "starting"},
-                "peak_throughput_per_minute": 0,
-                "throughput_last_minute": 0,
-            }
-        )
-    stats["nodes"] = nodes
-    return stats
+        ]
+    if share > 0:
+        return [{"routing_state": {"routing_state": "starting"}, **idle}]
+    return []
 
 
 def model_entry(model_id: str, pipeline_count: int, now: float) -> dict[str, Any]:
@@ -266,34 +258,12 @@ def trained_model_stats(
     version: str,
 ) -> dict[str, Any]:
     """Resolve ids (model ids, deployment ids, wildcards) as the stats API does, then page."""
-    by_id = {d.deployment_id: d for d in deployments}
     all_models = sorted(set(models) | {d.model_id for d in deployments})
-    tokens = [t for t in (ids or "_all").split(",") if t] or ["_all"]
-    matched_models: set[str] = set()
-    matched_deployments: set[str] = set()
-    missing: list[str] = []
-    for token in tokens:
-        if token in ("_all", "*"):
-            matched_models.update(all_models)
-            if not all_models and not allow_no_match:
-                missing.append(token)
-            continue
-        if "*" in token:
-            hit_models = fnmatch.filter(all_models, token)
-            hit_deps = fnmatch.filter(list(by_id), token)
-            matched_models.update(hit_models)
-            matched_deployments.update(hit_deps)
-            if not hit_models and not hit_deps and not allow_no_match:
-                missing.append(token)
-            continue
-        if token in all_models:
-            matched_models.add(token)
-        elif token in by_id:
-            matched_deployments.add(token)
-        else:
-            missing.append(token)
-    if missing:
-        raise not_found(f"No known trained model with model_id [{','.join(missing)}]")
+    matched_models, matched_deployments = _resolve_ids(all_models, deployments, ids, allow_no_match)
+
+    def with_deployment(dep: Deployment) -> tuple[str, str, dict[str, Any]]:
+        entry = _with_deployment(settings, dep, deployments, pipeline_counts, now, version)
+        return dep.model_id, dep.deployment_id, entry
 
     entries: list[tuple[str, str, dict[str, Any]]] = []
     for model_id in sorted(matched_models):
@@ -302,25 +272,41 @@ def trained_model_stats(
             entries.append((model_id, "", model_entry(model_id, pipeline_counts.get(model_id, 0), now)))
         for dep in deps:
             matched_deployments.discard(dep.deployment_id)
-            entries.append(
-                (
-                    model_id,
-                    dep.deployment_id,
-                    _with_deployment(settings, dep, deployments, pipeline_counts, now, version),
-                )
-            )
-    for dep_id in sorted(matched_deployments):
-        dep = by_id[dep_id]
-        entries.append(
-            (
-                dep.model_id,
-                dep_id,
-                _with_deployment(settings, dep, deployments, pipeline_counts, now, version),
-            )
-        )
+            entries.append(with_deployment(dep))
+    by_id = {d.deployment_id: d for d in deployments}
+    entries.extend(with_deployment(by_id[dep_id]) for dep_id in sorted(matched_deployments))
     entries.sort(key=lambda e: (e[0], e[1]))
     count = len({model for model, _, _ in entries})
     return {"count": count, "trained_model_stats": [e for _, _, e in entries[start : start + size]]}
+
+
+def _resolve_ids(
+    all_models: list[str], deployments: list[Deployment], ids: str | None, allow_no_match: bool
+) -> tuple[set[str], set[str]]:
+    """(model ids, deployment ids) the comma-separated ids name; an id that names nothing is a 404."""
+    deployment_ids = [d.deployment_id for d in deployments]
+    matched_models: set[str] = set()
+    matched_deployments: set[str] = set()
+    missing: list[str] = []
+    for token in [t for t in (ids or "_all").split(",") if t] or ["_all"]:
+        if token in ("_all", "*"):
+            hit_models, hit_deps = list(all_models), []
+        elif "*" in token:
+            hit_models, hit_deps = fnmatch.filter(all_models, token), fnmatch.filter(deployment_ids, token)
+        else:
+            # An exact id names a model first, else a deployment; it must name something.
+            hit_models = [token] if token in all_models else []
+            hit_deps = [token] if not hit_models and token in deployment_ids else []
+            if not hit_models and not hit_deps:
+                missing.append(token)
+                continue
+        matched_models.update(hit_models)
+        matched_deployments.update(hit_deps)
+        if not hit_models and not hit_deps and not allow_no_match:
+            missing.append(token)
+    if missing:
+        raise not_found(f"No known trained model with model_id [{','.join(missing)}]")
+    return matched_models, matched_deployments
 
 
 def _with_deployment(

@@ -18,13 +18,16 @@ def listening_socket(host: str, port: int) -> socket.socket:
     sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, port))
+    # Listen before the address is printed: a client that connects as soon as it reads the line
+    # waits in the backlog until uvicorn accepts, instead of being refused.
+    sock.listen(socket.SOMAXCONN)
     return sock
 
 
 def serve(
     config: EmulatorConfig, host: str = "127.0.0.1", port: int = 9200, *, log_level: str = "warning"
 ) -> None:
-    """Serve until interrupted; the address is printed on stdout once the socket is bound."""
+    """Serve until interrupted; the address is printed on stdout once the socket listens."""
     emulator = Emulator(config)
     sock = listening_socket(host, port)
     server = uvicorn.Server(uvicorn.Config(emulator, log_level=log_level, lifespan="on", access_log=False))

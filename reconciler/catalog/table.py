@@ -1,31 +1,25 @@
-"""The service catalog: what Elasticsearch accepts, fills in and lets change, per service and version.
+"""The service table: what each inference service accepts, fills in and lets change, as data.
 
-Everything the project knows about inference services lives here: as data (the `SERVICES` table at
-the end of this module) read through a few pure functions. The manifest validator, the
-planner, the redactor and the emulator all read it, so they cannot disagree about a setting. Nothing
-here does I/O.
-
-`check_endpoint` is the one place that decides whether a PUT body is valid for a service, task type
-and version, and what the server stores and echoes for it. Every problem it finds carries both a
-dotted path (for the validator's `file:line: path: message`) and Elasticsearch's own error type and
-reason (for the emulator), in the order Elasticsearch checks them.
+This module holds the data of the service catalog and the small value types it is written in:
+versions and version ranges (`Version`, `Since`), the task types, the setting descriptions
+(`Field`, `OneOf`, `Service`), the `SERVICES` table itself, the chunking tables and the built-in
+trained models. The rules that read it are the rest of `reconciler.catalog`, which re-exports the
+names used outside; the table imports nothing but the standard library.
 """
 
 from __future__ import annotations
 
 import enum
-import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from decimal import Decimal
 from typing import Any, Literal
 
 # JSON values as Python's json module reads them.
 Json = Any
 
 # ---------------------------------------------------------------------------------------------
-# Versions
+# Versions and the versions a feature exists in
 
 
 @dataclass(frozen=True, order=True, slots=True)
@@ -48,16 +42,6 @@ class Version:
 
     def __str__(self) -> str:
         return f"{self.major}.{self.minor}.{self.patch}"
-
-
-OLDEST_SUPPORTED = Version(8, 19)
-NEWEST_SUPPORTED = Version(9, 5)
-DEFAULT_VERSION = Version(9, 5, 0)
-
-
-def supported(version: Version) -> bool:
-    """The versions whose behaviour the catalog describes: 8.19.x and 9.0.x to 9.5.x."""
-    return OLDEST_SUPPORTED <= Version(version.major, version.minor) <= NEWEST_SUPPORTED
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,7 +67,7 @@ class Since:
 ALWAYS = Since((8, 0))
 
 # ---------------------------------------------------------------------------------------------
-# Task types
+# Task types, in Elasticsearch's order
 
 TASK_TYPES: dict[str, Since] = {
     "text_embedding": ALWAYS,
@@ -94,36 +78,6 @@ TASK_TYPES: dict[str, Since] = {
     "embedding": Since((9, 4)),
 }
 EMBEDDING_TASK_TYPES = frozenset({"text_embedding", "sparse_embedding", "embedding"})
-
-
-def task_types(version: Version) -> list[str]:
-    """The task types the server knows, in Elasticsearch's order."""
-    return [name for name, since in TASK_TYPES.items() if since.covers(version)]
-
-
-def parse_task_type(text: str, version: Version) -> str | None:
-    """Elasticsearch reads task types trimmed and case-insensitively; None when unknown."""
-    name = text.strip().lower()
-    return name if name in TASK_TYPES and TASK_TYPES[name].covers(version) else None
-
-
-# ---------------------------------------------------------------------------------------------
-# Inference ids
-
-INFERENCE_ID = re.compile(r"[a-z0-9](?:[a-z0-9_\-.]*[a-z0-9])?")
-
-
-def valid_inference_id(inference_id: str) -> bool:
-    """Elasticsearch's id rule (MlStrings.isValidId): lowercase, no leading `.`, not `_all`."""
-    return inference_id != "_all" and INFERENCE_ID.fullmatch(inference_id) is not None
-
-
-def invalid_inference_id_reason(inference_id: str) -> str:
-    return (
-        f"Invalid inference_id; '{inference_id}' can contain lowercase alphanumeric (a-z and 0-9), "
-        "hyphens or underscores; must start and end with alphanumeric"
-    )
-
 
 # ---------------------------------------------------------------------------------------------
 # Value kinds, as the Java parser checks them
@@ -144,57 +98,6 @@ class Kind(enum.Enum):
 
 _INT32 = 2**31
 _INT64 = 2**63
-
-
-def kind_accepts(kind: Kind, value: Json) -> bool:
-    """Whether Jackson would produce a value of this Java type from the JSON value.
-
-    JSON `1` is an Integer and never a Double (so `temperature: 1` is refused); integers past 32 bits
-    become Long; `1.0` is a Double and never an Integer.
-    """
-    if kind in (Kind.STRING, Kind.ENUM):
-        return isinstance(value, str)
-    if kind is Kind.INTEGER:
-        return type(value) is int and -_INT32 <= value < _INT32
-    if kind is Kind.LONG:
-        return type(value) is int and -_INT64 <= value < _INT64
-    if kind is Kind.DOUBLE:
-        return type(value) is float
-    if kind is Kind.BOOLEAN:
-        return type(value) is bool
-    if kind is Kind.MAP:
-        return isinstance(value, dict)
-    return isinstance(value, list)
-
-
-def java_str(value: Json) -> str:
-    """How Java's toString prints a parsed JSON value in Elasticsearch's messages."""
-    if value is None:
-        return "null"
-    if value is True or value is False:
-        return "true" if value else "false"
-    if isinstance(value, float):
-        return java_double(value)
-    if isinstance(value, dict):
-        return "{" + ", ".join(f"{k}={java_str(v)}" for k, v in value.items()) + "}"
-    if isinstance(value, list):
-        return "[" + ", ".join(java_str(v) for v in value) + "]"
-    return str(value)
-
-
-def java_double(value: float) -> str:
-    """Java's Double.toString: plain notation in [1e-3, 1e7), else d.dddE±n."""
-    if math.isnan(value):
-        return "NaN"
-    if math.isinf(value):
-        return "Infinity" if value > 0 else "-Infinity"
-    if value == 0 or 1e-3 <= abs(value) < 1e7:
-        return repr(value)  # repr's plain range covers this one
-    # The shortest digits that read back as the value, as Java (and repr) choose them.
-    exact = Decimal(repr(value))
-    digits = "".join(map(str, exact.as_tuple().digits)).rstrip("0") or "0"
-    sign = "-" if value < 0 else ""
-    return f"{sign}{digits[0]}.{digits[1:] or '0'}E{exact.adjusted()}"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -333,101 +236,7 @@ def _applicable(service: Service, section: str, task_type: str, version: Version
 
 
 # ---------------------------------------------------------------------------------------------
-# Problems
-
-
-class Stage(enum.IntEnum):
-    """The order in which Elasticsearch checks a PUT body; the emulator reports the first stage."""
-
-    SERVICE_SETTINGS_MISSING = 1
-    TASK_TYPE = 2
-    SERVICE_SETTINGS = 3
-    TASK_SETTINGS = 4
-    SECRETS = 5
-    CHUNKING = 6
-    UNKNOWN = 7
-    DEPLOYMENT = 8
-
-
-@dataclass(frozen=True, slots=True)
-class Problem:
-    """One thing wrong with an endpoint body.
-
-    `path` is dotted (`task_settings.max_tokens`); `reason` is Elasticsearch's own text;
-    `es_type` the error type it answers with; `text` the value-free wording for the validator. Unknown keys also carry `unknown` = (key, value), so
-    the emulator can print them together as Elasticsearch does.
-    """
-
-    stage: Stage
-    path: str
-    reason: str
-    es_type: str = "validation_exception"
-    unknown: tuple[str, Json] | None = None
-    # The validator's wording where Elasticsearch's reason would print the value (which may come
-    # from a secret reference); None when the reason is safe to show as it is.
-    message: str | None = None
-
-    @property
-    def text(self) -> str:
-        """What the manifest validator shows: never the offending value."""
-        return self.message or self.reason
-
-
-@dataclass(frozen=True, slots=True)
-class Checked:
-    """The outcome of `check_endpoint`: the problems, and what the server would store and echo."""
-
-    problems: tuple[Problem, ...]
-    service_settings: dict[str, Json] = field(default_factory=dict)
-    secrets: dict[str, Json] = field(default_factory=dict)
-    task_settings: dict[str, Json] = field(default_factory=dict)
-    chunking_settings: dict[str, Json] | None = None
-
-    @property
-    def ok(self) -> bool:
-        return not self.problems
-
-
-def missing_setting(name: str, scope: str) -> str:
-    return f"[{scope}] does not contain the required setting [{name}]"
-
-
-def wrong_type(name: str, value: Json, kind: Kind) -> str:
-    java = "String" if kind is Kind.ENUM else kind.value
-    return (
-        f"field [{name}] is not of the expected type. "
-        f"The value [{java_str(value)}] cannot be converted to a [{java}]"
-    )
-
-
-KIND_WORDS = {
-    Kind.STRING: "a string",
-    Kind.ENUM: "a string",
-    Kind.INTEGER: "an integer",
-    Kind.LONG: "an integer",
-    Kind.DOUBLE: "a number",
-    Kind.BOOLEAN: "true or false",
-    Kind.MAP: "a mapping",
-    Kind.LIST: "a list",
-}
-
-
-def type_problem(stage: Stage, path: str, name: str, value: Json, kind: Kind) -> Problem:
-    return Problem(stage, path, wrong_type(name, value, kind), message=f"must be {KIND_WORDS[kind]}")
-
-
-def unknown_problem(stage: Stage, path: str, left: Mapping[str, Json], key: str, service: str) -> Problem:
-    reason = unknown_settings_reason(left, service)
-    message = f"unknown setting of the {service} service"
-    return Problem(stage, path, reason, "status_exception", unknown=(key, left[key]), message=message)
-
-
-def unknown_settings_reason(settings: Mapping[str, Json], service: str) -> str:
-    return f"Model configuration contains settings [{java_str(dict(settings))}] unknown to the [{service}] service"
-
-
-# ---------------------------------------------------------------------------------------------
-# Chunking (chunking package of the inference plugin)
+# Chunking strategies and their settings (chunking package of the inference plugin)
 
 DEFAULT_CHUNKING: dict[str, Json] = {"strategy": "sentence", "max_chunk_size": 250, "sentence_overlap": 1}
 SEPARATOR_GROUPS: dict[str, list[str]] = {
@@ -450,465 +259,13 @@ CHUNKING_STRATEGIES: dict[str, Since] = {
     "none": Since((9, 1)),
     "recursive": Since((9, 1)),
 }
-_CHUNK_KEYS = {
+CHUNK_KEYS: dict[str, tuple[str, ...]] = {
     "sentence": ("strategy", "max_chunk_size", "sentence_overlap"),
     "word": ("strategy", "max_chunk_size", "overlap"),
     "none": ("strategy",),
     "recursive": ("strategy", "max_chunk_size", "separator_group", "separators"),
 }
-_CHUNK_LABEL = {"sentence": "Sentence based", "word": "Word based", "recursive": "Recursive", "none": "None"}
-_CHUNK_MIN = {"sentence": 20, "word": 10, "recursive": 10}
-
-
-def chunking_applies(task_type: str) -> bool:
-    return task_type in EMBEDDING_TASK_TYPES
-
-
-def check_chunking(value: Json, version: Version) -> tuple[dict[str, Json] | None, list[Problem]]:
-    """Parse chunking_settings as Elasticsearch does; returns what it stores (None on error)."""
-    if value is None or value == {}:
-        return dict(DEFAULT_CHUNKING), []
-    if not isinstance(value, dict):
-        return None, [type_problem(Stage.CHUNKING, "chunking_settings", "chunking_settings", value, Kind.MAP)]
-    if "strategy" not in value:
-        reason = "Can't generate Chunker without ChunkingStrategy provided"
-        return None, [_chunk_problem("chunking_settings.strategy", reason, "illegal_argument_exception")]
-    strategy = str(value["strategy"]) if not isinstance(value["strategy"], str) else value["strategy"]
-    since = CHUNKING_STRATEGIES.get(strategy)
-    if since is None or not since.covers(version):
-        reason = f"Invalid chunkingStrategy {strategy}"
-        known = ", ".join(name for name, since in CHUNKING_STRATEGIES.items() if since.covers(version))
-        problem = Problem(
-            Stage.CHUNKING,
-            "chunking_settings.strategy",
-            reason,
-            "illegal_argument_exception",
-            message=f"must be one of [{known}]",
-        )
-        return None, [problem]
-    if strategy == "none":
-        return {"strategy": "none"}, []
-
-    problems: list[Problem] = []
-    rest = dict(value)
-    invalid = [k for k in rest if k not in _CHUNK_KEYS[strategy]]
-    if invalid:
-        label = _CHUNK_LABEL[strategy]
-        for key in invalid:
-            reason = f"{label} chunking settings can not have the following settings: [{', '.join(invalid)}]"
-            problems.append(_chunk_problem(f"chunking_settings.{key}", reason))
-    # An upper bound of 300 words held up to 9.1.
-    upper = 300 if not version.at_least(9, 2) else None
-    size = _chunk_int(rest, "max_chunk_size", problems, required=True, low=_CHUNK_MIN[strategy], high=upper)
-    stored: dict[str, Json] = {"strategy": strategy, "max_chunk_size": size}
-
-    if strategy == "sentence":
-        overlap = rest.get("sentence_overlap")
-        if overlap is None:
-            overlap = 1
-        elif not kind_accepts(Kind.INTEGER, overlap):
-            path = "chunking_settings.sentence_overlap"
-            problems.append(type_problem(Stage.CHUNKING, path, "sentence_overlap", overlap, Kind.INTEGER))
-        elif overlap not in (0, 1):
-            problems.append(
-                _chunk_problem(
-                    "chunking_settings.sentence_overlap", f"sentence_overlap[{overlap}] must be either 0 or 1"
-                )
-            )
-        stored["sentence_overlap"] = overlap
-    elif strategy == "word":
-        high = math.floor(size / 2) if isinstance(size, int) else None
-        stored["overlap"] = _chunk_int(rest, "overlap", problems, required=True, low=None, high=high)
-    else:
-        stored["separators"] = _recursive_separators(rest, problems)
-    return (None, problems) if problems else (stored, [])
-
-
-def _chunk_problem(path: str, reason: str, es_type: str = "validation_exception") -> Problem:
-    return Problem(Stage.CHUNKING, path, reason, es_type)
-
-
-def _chunk_int(
-    settings: Mapping[str, Json],
-    name: str,
-    problems: list[Problem],
-    *,
-    required: bool,
-    low: int | None,
-    high: int | None,
-) -> int | None:
-    path = f"chunking_settings.{name}"
-    value = settings.get(name)
-    if value is None:
-        if required:
-            problems.append(_chunk_problem(path, missing_setting(name, "chunking_settings")))
-        return None
-    if not kind_accepts(Kind.INTEGER, value):
-        problems.append(type_problem(Stage.CHUNKING, path, name, value, Kind.INTEGER))
-        return None
-    if value <= 0:
-        problems.append(
-            _chunk_problem(
-                path, f"[chunking_settings] Invalid value [{value}]. [{name}] must be a positive integer"
-            )
-        )
-        return None
-    if low is not None and value < low:
-        problems.append(_chunk_problem(path, _bound_reason("chunking_settings", name, value, low, "greater")))
-        return None
-    if high is not None and value > high:
-        problems.append(_chunk_problem(path, _bound_reason("chunking_settings", name, value, high, "less")))
-        return None
-    return int(value)
-
-
-def _bound_reason(scope: str, name: str, value: float, bound: float, direction: str) -> str:
-    return (
-        f"[{scope}] Invalid value [{java_double(float(value))}]. "
-        f"[{name}] must be a {direction} than or equal to [{java_double(float(bound))}]"
-    )
-
-
-def _recursive_separators(settings: Mapping[str, Json], problems: list[Problem]) -> list[str] | None:
-    group = settings.get("separator_group")
-    separators = settings.get("separators")
-    if group is not None and (not isinstance(group, str) or group.strip().lower() not in SEPARATOR_GROUPS):
-        choices = ", ".join(sorted(SEPARATOR_GROUPS))
-        reason = (
-            f"[chunking_settings] Invalid value [{java_str(group)}] received. "
-            f"[separator_group] must be one of [{choices}]"
-        )
-        problems.append(
-            Problem(
-                Stage.CHUNKING,
-                "chunking_settings.separator_group",
-                reason,
-                message=f"must be one of [{choices}]",
-            )
-        )
-        group = None
-    if separators is not None and not (
-        isinstance(separators, list) and all(isinstance(s, str) for s in separators)
-    ):
-        path = "chunking_settings.separators"
-        problems.append(type_problem(Stage.CHUNKING, path, "separators", separators, Kind.LIST))
-        separators = None
-    if separators is not None and group is not None:
-        reason = "Recursive chunking settings can not have both separators and separator_set"
-        problems.append(_chunk_problem("chunking_settings.separators", reason))
-    if group is not None:
-        return list(SEPARATOR_GROUPS[group.strip().lower()])
-    if separators is not None and not separators:
-        reason = "Recursive chunking settings can not have an empty list of separators"
-        problems.append(_chunk_problem("chunking_settings.separators", reason))
-    return list(separators) if separators is not None else list(SEPARATOR_GROUPS["plaintext"])
-
-
-# ---------------------------------------------------------------------------------------------
-# Checking a PUT body against a service
-
-
-def check_endpoint(service: Service, task_type: str, body: Mapping[str, Json], version: Version) -> Checked:
-    """Check an endpoint body (without `service` and `task_type`) as Elasticsearch's PUT does.
-
-    Returns every problem found, in Elasticsearch's checking order, and what the server stores:
-    the echoed service_settings (defaults filled in, secrets removed), the secrets, the echoed
-    task_settings and the chunking_settings (None when the task type has none).
-    """
-    problems: list[Problem] = []
-    if not service.supports(task_type, version):
-        reason = f"The [{service.name}] service does not support task type [{task_type}]"
-        return Checked((Problem(Stage.TASK_TYPE, "task_type", reason, "status_exception"),))
-
-    raw_settings = body.get("service_settings")
-    if raw_settings is None:
-        reason = "Missing required field [service_settings]"
-        problems.append(
-            Problem(Stage.SERVICE_SETTINGS_MISSING, "service_settings", reason, "status_exception")
-        )
-        raw_settings = {}
-    elif not isinstance(raw_settings, dict):
-        stage = Stage.SERVICE_SETTINGS_MISSING
-        problems.append(type_problem(stage, "service_settings", "service_settings", raw_settings, Kind.MAP))
-        raw_settings = {}
-    raw_task = body.get("task_settings")
-    if raw_task is None:
-        raw_task = {}
-    elif not isinstance(raw_task, dict):
-        problems.append(
-            type_problem(Stage.TASK_SETTINGS, "task_settings", "task_settings", raw_task, Kind.MAP)
-        )
-        raw_task = {}
-
-    settings_left = dict(raw_settings)
-    task_left = dict(raw_task)
-    stored_settings: dict[str, Json] = {}
-    secrets: dict[str, Json] = {}
-    # With `deployment_id`, an in-cluster endpoint takes its other settings from that deployment.
-    from_deployment = service.deploys_model and raw_settings.get("deployment_id") is not None
-    for spec in service.settings(task_type, version):
-        required = spec.is_required(version) and not from_deployment
-        if spec.special is Special.DIMENSIONS_SET_BY_USER:
-            stored_settings[spec.name] = raw_settings.get("dimensions") is not None
-            continue
-        value = _take(spec, settings_left, "service_settings", service, task_type, problems, required)
-        if value is None:
-            continue
-        if spec.secret:
-            secrets[spec.name] = value
-        elif spec.echo:
-            stored_settings[spec.echo_as or spec.name] = value
-    if not from_deployment:
-        _check_one_of(service, raw_settings, task_type, version, problems)
-    _check_rules(service, stored_settings, problems)
-
-    stored_task = _take_task_settings(service, task_type, task_left, version, problems)
-
-    chunking: dict[str, Json] | None = None
-    top_left = {k: v for k, v in body.items() if k not in ("service_settings", "task_settings")}
-    if chunking_applies(task_type):
-        chunking, chunk_problems = check_chunking(top_left.pop("chunking_settings", None), version)
-        problems.extend(chunk_problems)
-
-    for section, left in (("", top_left), ("service_settings", settings_left), ("task_settings", task_left)):
-        for key in left:
-            path = f"{section}.{key}" if section else key
-            problems.append(unknown_problem(Stage.UNKNOWN, path, left, key, service.name))
-
-    problems.sort(key=lambda p: p.stage)
-    return Checked(tuple(problems), stored_settings, secrets, stored_task, chunking)
-
-
-def check_task_settings(
-    service: Service, task_type: str, settings: Mapping[str, Json], version: Version
-) -> tuple[dict[str, Json], list[Problem]]:
-    """Check task_settings alone (as `_update` does): what the server stores, and the problems."""
-    left = dict(settings)
-    problems: list[Problem] = []
-    stored = _take_task_settings(service, task_type, left, version, problems)
-    for key in left:
-        problems.append(unknown_problem(Stage.UNKNOWN, f"task_settings.{key}", left, key, service.name))
-    return stored, problems
-
-
-def _take_task_settings(
-    service: Service, task_type: str, left: dict[str, Json], version: Version, problems: list[Problem]
-) -> dict[str, Json]:
-    stored: dict[str, Json] = {}
-    for spec in service.task_fields(task_type, version):
-        value = _take(spec, left, "task_settings", service, task_type, problems, spec.is_required(version))
-        if value is not None and spec.echo:
-            stored[spec.echo_as or spec.name] = value
-    return stored
-
-
-def _take(
-    spec: Field,
-    settings: dict[str, Json],
-    section: str,
-    service: Service,
-    task_type: str,
-    problems: list[Problem],
-    required: bool,
-) -> Json:
-    """Remove one setting from `settings`, check it, and return the value the server stores."""
-    path = f"{section}.{spec.name}"
-    if section == "task_settings":
-        scope, stage = "task_settings", Stage.TASK_SETTINGS
-    elif spec.secret:
-        scope, stage = "secret_settings", Stage.SECRETS
-    else:
-        scope, stage = "service_settings", Stage.SERVICE_SETTINGS
-    if not spec.accepted:
-        return spec.default
-    if spec.special is Special.RATE_LIMIT:
-        return _take_rate_limit(settings, service, task_type, path, problems)
-    if spec.special is Special.ADAPTIVE_ALLOCATIONS:
-        return _take_adaptive(settings, path, problems)
-    value = settings.pop(spec.name, None)
-    if value is None:
-        if required:
-            if spec.missing_reason is not None:
-                es_type, reason = spec.missing_reason
-                problems.append(Problem(stage, path, reason, es_type))
-            else:
-                problems.append(Problem(stage, path, missing_setting(spec.name, scope)))
-        return spec.default
-    if not kind_accepts(spec.kind, value):
-        problems.append(type_problem(stage, path, spec.name, value, spec.kind))
-        return None
-    if spec.kind in (Kind.STRING, Kind.ENUM) and spec.non_empty and value == "":
-        reason = f"[{scope}] Invalid value empty string. [{spec.name}] must be a non-empty string"
-        problems.append(Problem(stage, path, reason))
-        return None
-    if spec.kind is Kind.ENUM:
-        canonical = {c.lower(): c for c in spec.choices}.get(value.strip().lower())
-        if canonical is None:
-            choices = ", ".join(sorted(c.lower() for c in spec.choices))
-            reason = f"[{scope}] Invalid value [{value}] received. [{spec.name}] must be one of [{choices}]"
-            problems.append(Problem(stage, path, reason, message=f"must be one of [{choices}]"))
-            return None
-        return spec.echo_values.get(canonical, canonical)
-    if spec.positive and value <= 0:
-        noun = "long" if spec.kind is Kind.LONG else "integer"
-        reason = f"[{scope}] Invalid value [{value}]. [{spec.name}] must be a positive {noun}"
-        problems.append(Problem(stage, path, reason))
-        return None
-    if spec.minimum is not None and value < spec.minimum:
-        problems.append(Problem(stage, path, _bound_reason(scope, spec.name, value, spec.minimum, "greater")))
-        return None
-    if spec.maximum is not None and value > spec.maximum:
-        problems.append(Problem(stage, path, _bound_reason(scope, spec.name, value, spec.maximum, "less")))
-        return None
-    if spec.check == "power_of_two_32" and value not in (1, 2, 4, 8, 16, 32):
-        reason = (
-            "Validation Failed: 1: [threads_per_allocation] must be a power of 2 less than or equal to 32;"
-        )
-        problems.append(Problem(Stage.DEPLOYMENT, path, reason, "action_request_validation_exception"))
-        return None
-    return value
-
-
-def _take_rate_limit(
-    settings: dict[str, Json], service: Service, task_type: str, path: str, problems: list[Problem]
-) -> Json:
-    value = settings.pop("rate_limit", None)
-    default = service.default_rate_limit(task_type)
-    if value is None:
-        value = {}
-    if not isinstance(value, dict):
-        problems.append(type_problem(Stage.SERVICE_SETTINGS, path, "rate_limit", value, Kind.MAP))
-        return None
-    rest = dict(value)
-    rpm = rest.pop("requests_per_minute", None)
-    for key in rest:
-        problems.append(unknown_problem(Stage.SERVICE_SETTINGS, f"{path}.{key}", rest, key, service.name))
-    if rpm is None:
-        return {"requests_per_minute": default}
-    if not kind_accepts(Kind.LONG, rpm):
-        reason = (
-            f"field [requests_per_minute] is not of one of the expected types. "
-            f"The value [{java_str(rpm)}] cannot be converted to one of [Integer, Long]"
-        )
-        problems.append(Problem(Stage.SERVICE_SETTINGS, f"{path}.requests_per_minute", reason))
-        return None
-    if rpm <= 0:
-        reason = f"[rate_limit] Invalid value [{rpm}]. [requests_per_minute] must be a positive long"
-        problems.append(Problem(Stage.SERVICE_SETTINGS, f"{path}.requests_per_minute", reason))
-        return None
-    return {"requests_per_minute": rpm}
-
-
-def _take_adaptive(settings: dict[str, Json], path: str, problems: list[Problem]) -> Json:
-    value = settings.pop("adaptive_allocations", None)
-    if value is None:
-        return None
-    if not isinstance(value, dict):
-        problems.append(type_problem(Stage.SERVICE_SETTINGS, path, "adaptive_allocations", value, Kind.MAP))
-        return None
-    stored: dict[str, Json] = {}
-    kinds = {
-        "enabled": Kind.BOOLEAN,
-        "min_number_of_allocations": Kind.INTEGER,
-        "max_number_of_allocations": Kind.INTEGER,
-    }
-    for key, item in value.items():
-        if key not in kinds:
-            reason = f"[adaptive_allocations] does not allow the setting [{key}]"
-            problems.append(Problem(Stage.SERVICE_SETTINGS, f"{path}.{key}", reason))
-        elif item is not None and not kind_accepts(kinds[key], item):
-            problems.append(type_problem(Stage.SERVICE_SETTINGS, f"{path}.{key}", key, item, kinds[key]))
-        elif item is not None:
-            stored[key] = item
-    low = stored.get("min_number_of_allocations")
-    high = stored.get("max_number_of_allocations")
-    if low is not None and low < 0:
-        reason = "[min_number_of_allocations] must be a non-negative integer or null"
-        problems.append(Problem(Stage.SERVICE_SETTINGS, f"{path}.min_number_of_allocations", reason))
-    if high is not None and high < 1:
-        reason = "[max_number_of_allocations] must be a positive integer or null"
-        problems.append(Problem(Stage.SERVICE_SETTINGS, f"{path}.max_number_of_allocations", reason))
-    if low is not None and high is not None and low > high:
-        reason = "[min_number_of_allocations] must not be larger than [max_number_of_allocations]"
-        problems.append(Problem(Stage.SERVICE_SETTINGS, f"{path}.min_number_of_allocations", reason))
-    # The server always prints `enabled`; an absent value reads as false.
-    return {
-        "enabled": bool(stored.get("enabled", False)),
-        **{k: v for k, v in stored.items() if k != "enabled"},
-    }
-
-
-def _check_one_of(
-    service: Service, settings: Mapping[str, Json], task_type: str, version: Version, problems: list[Problem]
-) -> None:
-    applicable = {f.name: f for f in service.settings(task_type, version)}
-    for group in service.one_of:
-        names = [n for n in group.names if n in applicable]
-        present = [n for n in names if settings.get(n) is not None]
-        if not names or len(present) == 1 or (present and not group.exactly):
-            continue
-        secret = all(applicable[n].secret for n in names)
-        scope = "secret_settings" if secret else "service_settings"
-        stage = Stage.SECRETS if secret else Stage.SERVICE_SETTINGS
-        if len(names) == 1:
-            reason = missing_setting(names[0], scope)
-        elif not present:
-            reason = f"[{scope}] does not contain one of the required settings [{', '.join(names)}]"
-        else:
-            reason = f"[{scope}] must have only one of the [{'], ['.join(present)}] settings"
-        problems.append(Problem(stage, f"service_settings.{(present or names)[0]}", reason))
-
-
-def _check_rules(service: Service, settings: Mapping[str, Json], problems: list[Problem]) -> None:
-    adaptive = settings.get("adaptive_allocations")
-    if (
-        "adaptive_excludes_num_allocations" in service.rules
-        and settings.get("num_allocations") is not None
-        and isinstance(adaptive, dict)
-        and adaptive.get("enabled")
-    ):
-        reason = (
-            "Validation Failed: 1: [number_of_allocations] cannot be set if adaptive allocations is enabled;"
-        )
-        problems.append(
-            Problem(
-                Stage.DEPLOYMENT,
-                "service_settings.num_allocations",
-                reason,
-                "action_request_validation_exception",
-            )
-        )
-    if (
-        "max_chunks_requires_chunk" in service.rules
-        and settings.get("max_chunks_per_doc") is not None
-        and settings.get("long_document_strategy") != "chunk"
-    ):
-        reason = "The [max_chunks_per_doc] setting requires [long_document_strategy] to be set to [chunk]"
-        problems.append(Problem(Stage.SERVICE_SETTINGS, "service_settings.max_chunks_per_doc", reason))
-
-
-def first_failure(problems: Sequence[Problem], service_name: str) -> tuple[str, str]:
-    """The (error type, reason) Elasticsearch answers with for these problems.
-
-    It stops at the first stage that failed. Validation errors of that stage are joined as
-    `Validation Failed: 1: a;2: b;`; unknown settings are printed as one map per section.
-    """
-    stage = min(p.stage for p in problems)
-    found = [p for p in problems if p.stage == stage]
-    unknown = [p for p in found if p.unknown is not None]
-    if unknown:
-        section = unknown[0].path.rpartition(".")[0]
-        keys = {
-            p.unknown[0]: p.unknown[1] for p in unknown if p.unknown and p.path.rpartition(".")[0] == section
-        }
-        return "status_exception", unknown_settings_reason(keys, service_name)
-    others = [p for p in found if p.es_type != "validation_exception"]
-    if others:
-        return others[0].es_type, others[0].reason
-    if len(found) == 1 and found[0].reason.startswith("Validation Failed"):
-        return found[0].es_type, found[0].reason
-    joined = "".join(f"{i}: {p.reason};" for i, p in enumerate(found, start=1))
-    return "validation_exception", f"Validation Failed: {joined}"
+CHUNK_MIN: dict[str, int] = {"sentence": 20, "word": 10, "recursive": 10}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1559,19 +916,8 @@ _SERVICES: tuple[Service, ...] = (
     ),
 )
 
+
 SERVICES: dict[str, Service] = {service.name: service for service in _SERVICES}
-# Every secret field name across services: manifests treat these keys as secrets whatever the service.
-SECRET_FIELD_NAMES = frozenset(f.name for service in _SERVICES for f in service.service_settings if f.secret)
-
-
-def service(name: str, version: Version) -> Service | None:
-    """The service of that exact name if the version has it (names are case-sensitive)."""
-    found = SERVICES.get(name)
-    return found if found is not None and found.available(version) else None
-
-
-def services(version: Version) -> list[Service]:
-    return [s for s in _SERVICES if s.available(version)]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1604,43 +950,3 @@ BUILTIN_MODELS: dict[str, BuiltinModel] = {
         BuiltinModel(RERANK_MODEL, "rerank", "rerank"),
     )
 }
-
-
-def default_elser_model(linux_x86: bool) -> str:
-    """The ELSER model id the server picks: the optimised one on homogeneous linux-x86_64 ML nodes."""
-    return ELSER_MODEL_X86 if linux_x86 else ELSER_MODEL
-
-
-# ---------------------------------------------------------------------------------------------
-# What `_update` can change in place (reference §6)
-
-_UPDATE_ARRIVED = Since((8, 17), (9, 0))
-_NEWEST_UPDATE = Since((9, 5))
-
-
-def updatable_in_place(service: Service, task_type: str, path: str, version: Version) -> bool:
-    """Whether `_update` can change this dotted path on this version; anything else is a replace.
-
-    From 8.17: secrets, task_settings, and num_allocations of in-cluster endpoints. From 9.5 also
-    chunking_settings, adaptive_allocations and the service settings the newest parser merges.
-    """
-    if not _UPDATE_ARRIVED.covers(version):
-        return False
-    section, _, rest = path.partition(".")
-    name = rest.split(".")[0]
-    newest = _NEWEST_UPDATE.covers(version)
-    if section == "task_settings":
-        return not service.deploys_model or newest
-    if section == "chunking_settings":
-        return newest and chunking_applies(task_type)
-    if section != "service_settings":
-        return False
-    fields = {f.name: f for f in service.settings(task_type, version)}
-    spec = fields.get(name)
-    if spec is None:
-        return False
-    if spec.secret:
-        return True
-    if service.deploys_model:
-        return name == "num_allocations" or (newest and name == "adaptive_allocations")
-    return newest and spec.updatable
