@@ -1,7 +1,9 @@
 """The applier: executes a Plan against the cluster, records each action in the state, waits for deployments.
 
-It branches on each change's `action` only. Deletes (and the delete half of replaces) run first,
-then creates and updates; independent endpoints run in parallel up to `parallelism`. Every action
+It sends the requests each change carries, in the order its `action` gives, and never reads
+what only explains a change (reason, diff, references): the plan computed every request. Deletes
+(and the delete half of replaces) run first, then creates, updates and the state-only actions
+(read, adopt, forget); independent endpoints run in parallel up to `parallelism`. Every action
 that reached the cluster is written to the state before it counts as done (writes are grouped: one
 in flight at a time carries every action finished meanwhile), so an interrupted apply loses
 nothing. One endpoint's failure does not stop the others.
@@ -20,13 +22,14 @@ from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from reconciler import catalog, planner
-from reconciler.catalog import Version
-from reconciler.client import ApiError, Elasticsearch, ElasticsearchError, TransportError
-from reconciler.plan import Action, Change, Plan
+from reconciler import catalog, views
+from reconciler.client import ApiError, Elasticsearch, ElasticsearchError, Response, TransportError
+from reconciler.plan import Action, Change, Plan, Request
 from reconciler.progress import DeploymentStatus, Reporter
-from reconciler.sensitive import BadReferenceError, Resolver, Secret, digest
-from reconciler.state import Backend, EndpointRecord, State, now_iso
+from reconciler.resolver import Resolver
+from reconciler.sensitive import BadReferenceError, Secret, digest
+from reconciler.state import EndpointRecord, State
+from reconciler.storage import Backend, now_iso
 
 
 @dataclass(frozen=True)
@@ -35,7 +38,6 @@ class ApplyOptions:
     wait: bool = True
     wait_timeout: float = 1200.0
     poll_interval: float = 1.0
-    allow_referenced: bool = False
 
 
 @dataclass(frozen=True)
@@ -87,17 +89,6 @@ def resolve_secrets(plan: Plan, resolver: Resolver, salt: str | None) -> dict[st
     if problems:
         raise ApplyError("; ".join(problems))
     return resolved
-
-
-def _with_secrets(settings: Mapping[str, Any], secrets: Mapping[str, Secret]) -> dict[str, Any]:
-    out = {k: (dict(v) if isinstance(v, Mapping) else v) for k, v in settings.items()}
-    for path, secret in secrets.items():
-        top, _, inner = path.partition(".")
-        if inner:
-            out.setdefault(top, {})[inner] = secret.reveal()
-        else:
-            out[top] = secret.reveal()
-    return out
 
 
 def requested_view(change: Change) -> dict[str, Any]:
@@ -161,11 +152,12 @@ class StateWriter:
 
 
 class Applier:
+    """Sends each change's requests, in the order its action gives, and records the outcome."""
+
     def __init__(
         self,
         es: Elasticsearch,
         writer: StateWriter,
-        version: Version,
         secrets: Mapping[str, Mapping[str, Secret]],
         reporter: Reporter,
         options: ApplyOptions,
@@ -173,7 +165,6 @@ class Applier:
     ) -> None:
         self.es = es
         self.writer = writer
-        self.version = version
         self.secrets = secrets
         self.reporter = reporter
         self.options = options
@@ -181,23 +172,20 @@ class Applier:
         self.result = Result()
         self._limit = asyncio.Semaphore(max(1, options.parallelism))
 
-    async def apply(
-        self, plan: Plan, live: Mapping[str, Mapping[str, Any]], wanted_ids: frozenset[str]
-    ) -> Result:
+    async def apply(self, plan: Plan) -> Result:
         changes = [c for c in plan.changes if c.action is not Action.NO_OP]
         removing = [c for c in changes if c.action in (Action.DELETE, Action.REPLACE)]
         deleted = await self._gather(self._delete, removing)
         later = [
             c
             for c in changes
-            if c.action in (Action.CREATE, Action.UPDATE, Action.READ)
+            if c.action not in (Action.DELETE, Action.REPLACE)
             or (c.action is Action.REPLACE and c.inference_id in deleted)
         ]
         for change in changes:
             if change.action is Action.REPLACE and change.inference_id not in deleted:
                 self._outcome(change, "skipped", "its delete failed")
-        waiting = await self._gather(lambda c: self._put(c, live), later)
-        await self._record_noops(plan, live, wanted_ids)
+        waiting = await self._gather(self._put, later)
         if self.options.wait:
             await self._wait([c for c in later if c.inference_id in waiting and c.wait])
         return self.result
@@ -229,13 +217,33 @@ class Applier:
             **({"detail": detail} if detail else {}),
         )
 
-    # -- deletes -------------------------------------------------------------------------------
+    async def _send(self, change: Change, request: Request, **options: Any) -> Response:
+        """One of the change's requests, its secret references replaced by their values."""
+        return await self.es.request(
+            request.method,
+            request.path,
+            params=dict(request.query) or None,
+            body=self._body(change, request),
+            **options,
+        )
+
+    def _body(self, change: Change, request: Request) -> dict[str, Any] | None:
+        if request.body is None:
+            return None
+        body = dict(request.body)
+        if isinstance(body.get("service_settings"), Mapping):
+            secrets = self.secrets.get(change.inference_id, {})
+            present = {p: s for p, s in secrets.items() if _has_path(body["service_settings"], p)}
+            revealed = {path: secret.reveal() for path, secret in present.items()}
+            body["service_settings"] = views.with_secrets(body["service_settings"], revealed)
+        return body
+
+    # -- deletes (and the delete half of replaces): the change's first request -----------------
 
     async def _delete(self, change: Change) -> bool:
-        force = self.options.allow_referenced and change.referenced
         try:
             async with self._limit:  # the parallelism bounds requests to the cluster, not state writes
-                await self.es.delete_endpoint(change.task_type, change.inference_id, force=force)
+                await self._send(change, change.requests[0], ok=(404,), idempotent=True)
         except ElasticsearchError as error:
             self._outcome(change, "failed", error.describe(), "delete")
             return False
@@ -244,18 +252,17 @@ class Applier:
             self._outcome(change, "done")
         return True
 
-    # -- creates, updates and reads ------------------------------------------------------------
+    # -- the rest: creates and updates (requests), reads, adoptions and forgets (state only) ---
 
-    async def _put(self, change: Change, live: Mapping[str, Mapping[str, Any]]) -> bool:
-        """Create, update or read one endpoint; True when there is a deployment to wait for."""
+    async def _put(self, change: Change) -> bool:
+        """Carry out one change; True when there is a deployment to wait for."""
+        if change.action is Action.FORGET:
+            await self.writer.forget(change.inference_id)
+            self._outcome(change, "done")
+            return False
         try:
             async with self._limit:
-                if change.action is Action.READ:
-                    echo, waiting = live[change.inference_id], False
-                elif change.action is Action.UPDATE:
-                    echo, waiting = await self._update(change, live[change.inference_id]), True
-                else:
-                    echo, waiting = await self._create(change)
+                echo, waiting = await self._echo(change)
         except ElasticsearchError as error:
             self._outcome(change, "failed", error.describe())
             await self._record_if_present(change)
@@ -264,58 +271,50 @@ class Applier:
         self._outcome(change, "done")
         return waiting
 
+    async def _echo(self, change: Change) -> tuple[Mapping[str, Any], bool]:
+        """What the cluster holds once the change is made, and whether to wait for it."""
+        if change.action in (Action.READ, Action.ADOPT):
+            return change.before or {}, False
+        if change.action is Action.UPDATE:
+            return await self._update(change), True
+        return await self._create(change, change.requests[-1]), True
+
     def _record(self, change: Change, echo: Mapping[str, Any], *, tainted: bool = False) -> EndpointRecord:
-        secrets = self.secrets.get(change.inference_id, {})
-        salt = self.writer.base.salt
         previous = self.writer.endpoints.get(change.inference_id)
         if change.action is Action.READ and previous is not None:
-            return replace(previous, applied=planner.live_view(echo), applied_at=now_iso())
+            return replace(previous, applied=views.live_view(echo), applied_at=now_iso())
+        secrets = self.secrets.get(change.inference_id, {})
+        salt = self.writer.base.salt
         return EndpointRecord(
             task_type=change.task_type,
             service=change.service,
             requested=requested_view(change),
-            applied=planner.live_view(echo),
+            applied=views.live_view(echo),
             secret_digests={path: digest(secret, salt) for path, secret in secrets.items()},
             lifecycle=dict(change.lifecycle),
             applied_at=now_iso(),
             tainted=tainted,
         )
 
-    def _body(self, change: Change) -> dict[str, Any]:
-        request = dict(change.request or {})
-        request["service_settings"] = _with_secrets(
-            request.get("service_settings", {}), self.secrets.get(change.inference_id, {})
-        )
-        return request
-
-    async def _create(self, change: Change) -> tuple[Mapping[str, Any], bool]:
+    async def _create(self, change: Change, put: Request) -> Mapping[str, Any]:
         """PUT the endpoint; a lost answer or an 'already exists' is settled by reading it back."""
-        body = self._body(change)
-        wait_for = "30s" if change.wait and (self.version.major == 8 or self.version.at_least(9, 1)) else None
         try:
-            response = await self.es.put_endpoint(
-                change.task_type, change.inference_id, body, wait_for=wait_for
-            )
+            response = await self._send(change, put, ok=(408,))
         except TransportError as error:
             if not error.maybe_applied:
                 raise
-            return await self._settle(change, error), True
+            return await self._settle(change, error)
         except ApiError as error:
             if error.status == 400 and ("already exists" in error.reason or "must be unique" in error.reason):
-                return await self._settle(change, error), True
+                return await self._settle(change, error)
             raise
         if response.status == 408:  # the deployment keeps starting: wait for it below
             echo = await self.es.endpoint(change.inference_id)
             if echo is None:
-                raise ApiError(
-                    "PUT",
-                    f"/_inference/{change.task_type}/{change.inference_id}",
-                    408,
-                    None,
-                    "timed out and not stored",
-                )
-            return echo, True
-        return response.body, True
+                raise ApiError(put.method, put.path, 408, None, "timed out and not stored")
+            return echo
+        created: Mapping[str, Any] = response.body
+        return created
 
     async def _settle(self, change: Change, cause: ElasticsearchError) -> Mapping[str, Any]:
         """A write whose answer was lost (or a create refused as existing) succeeded if the endpoint
@@ -323,21 +322,20 @@ class Applier:
         echo = await self.es.endpoint(change.inference_id)
         if echo is not None:
             want = requested_view(change)
-            have = planner.live_view(echo)
-            skip = planner.dynamic_paths(want) | planner.dynamic_paths(have)
-            if not planner.differences(want, have, owned=set(), skip=skip, ignore=()):
+            have = views.live_view(echo)
+            skip = views.dynamic_paths(want) | views.dynamic_paths(have)
+            if not views.differences(want, have, owned=set(), skip=skip, ignore=()):
                 self.reporter.action(
                     change.inference_id, change.action.value, "settled", detail=cause.describe()
                 )
                 return echo
         raise cause
 
-    async def _update(self, change: Change, live: Mapping[str, Any]) -> Mapping[str, Any]:
-        body = update_body(change, live, self.secrets.get(change.inference_id, {}), self.version)
-        if not body:
-            return live
+    async def _update(self, change: Change) -> Mapping[str, Any]:
+        if not change.requests:  # nothing the server needs to change: only the state moves
+            return change.before or {}
         try:
-            response = await self.es.update_endpoint(change.task_type, change.inference_id, body)
+            response = await self._send(change, change.requests[0])
         except TransportError as error:
             if not error.maybe_applied:
                 raise
@@ -356,21 +354,6 @@ class Applier:
         if echo is not None:
             await self.writer.put(change.inference_id, self._record(change, echo, tainted=True))
 
-    async def _record_noops(
-        self, plan: Plan, live: Mapping[str, Mapping[str, Any]], wanted: frozenset[str]
-    ) -> None:
-        """Adopt endpoints the state lacks, clear taints that healed, forget what is gone everywhere."""
-        for change in plan.changes:
-            if change.action is not Action.NO_OP or change.inference_id not in live:
-                continue
-            record = self.writer.endpoints.get(change.inference_id)
-            if record is None or record.tainted or dict(record.lifecycle) != dict(change.lifecycle):
-                await self.writer.put(change.inference_id, self._record(change, live[change.inference_id]))
-        planned = {c.inference_id for c in plan.changes}
-        for inference_id in list(self.writer.endpoints):
-            if inference_id not in live and inference_id not in wanted and inference_id not in planned:
-                await self.writer.forget(inference_id)
-
     # -- waiting -------------------------------------------------------------------------------
 
     async def _wait(self, changes: Sequence[Change]) -> None:
@@ -379,7 +362,10 @@ class Applier:
         results = await wait_for_deployments(
             self.es,
             {
-                c.inference_id: (deployment_of(c), c.wait_timeout or self.options.wait_timeout)
+                c.inference_id: (
+                    c.deployment_id or c.inference_id,
+                    c.wait_timeout or self.options.wait_timeout,
+                )
                 for c in changes
             },
             self.reporter,
@@ -396,9 +382,10 @@ class Applier:
                 await self.writer.put(change.inference_id, replace(record, tainted=True))
 
 
-def deployment_of(change: Change) -> str:
-    settings = (change.request or {}).get("service_settings") or {}
-    return str(settings.get("deployment_id") or change.inference_id)
+def _has_path(settings: Mapping[str, Any], path: str) -> bool:
+    top, _, inner = path.partition(".")
+    value = settings.get(top)
+    return top in settings and (not inner or (isinstance(value, Mapping) and inner in value))
 
 
 def wait_failure(status: DeploymentStatus) -> str:
@@ -407,76 +394,7 @@ def wait_failure(status: DeploymentStatus) -> str:
     return f"deployment {status.deployment_id} {what} (allocation {status.allocation()}, state {status.state}){reason}"
 
 
-# -- the _update body (reference §6) -----------------------------------------------------------
-
-
-def update_body(
-    change: Change, live: Mapping[str, Any], secrets: Mapping[str, Secret], version: Version
-) -> dict[str, Any]:
-    """What `_update` needs for this change on this version: only what it can and must change.
-
-    service is never sent; Anthropic-style task_settings are sent whole (the server replaces
-    them), with ignored paths filled from the cluster; up to 9.4 any service_settings object is read
-    as new secrets, so the secrets are resent whenever service_settings is sent.
-    """
-    request = change.request or {}
-    service = catalog.SERVICES[str(request.get("service"))]
-    newest = version.at_least(9, 5)
-    paths = [d.path for d in change.diff]
-    desired = request.get("service_settings") or {}
-    body: dict[str, Any] = {}
-    settings: dict[str, Any] = {}
-    if service.deploys_model:
-        if newest and any(p.startswith("service_settings.adaptive_allocations") for p in paths):
-            settings["adaptive_allocations"] = desired.get("adaptive_allocations")
-        elif "service_settings.num_allocations" in paths:
-            settings["num_allocations"] = desired.get("num_allocations")
-    else:
-        secret_paths = {f"service_settings.{p}" for p in change.secrets}
-        rotated = any(p in secret_paths for p in paths)
-        if newest:
-            for path in paths:
-                name = (
-                    path.split(".")[1]
-                    if path.startswith("service_settings.") and path not in secret_paths
-                    else None
-                )
-                if name is not None:
-                    settings[name] = desired.get(name)
-        if rotated or (settings and not newest):
-            settings = _with_secrets(settings, secrets)
-    if settings:
-        body["service_settings"] = settings
-    if any(p.startswith("task_settings.") or p == "task_settings" for p in paths):
-        task = dict(request.get("task_settings") or {})
-        current = live.get("task_settings") or {}
-        for ignored in change.lifecycle.get("ignore_changes", []):
-            section, _, name = str(ignored).partition(".")
-            if section == "task_settings" and name in current:
-                task[name] = current[name]
-        body["task_settings"] = task
-    if newest and any(p.startswith("chunking_settings") for p in paths) and "chunking_settings" in request:
-        body["chunking_settings"] = request["chunking_settings"]
-    return body
-
-
 # -- waiting for deployments (also the `wait` command) -----------------------------------------
-
-
-def evaluate(stats: Mapping[str, Any] | None) -> tuple[str, int, int, str, str | None]:
-    """(outcome, allocations, target, state, reason) of a deployment, as the reference's §9 decides."""
-    if stats is None:
-        return "waiting", 0, 0, "absent", "the deployment does not exist (yet)"
-    status = stats.get("allocation_status") or {}
-    count, target = int(status.get("allocation_count", 0)), int(status.get("target_allocation_count", 0))
-    nodes = stats.get("nodes") or []
-    node_failures = [n for n in nodes if (n.get("routing_state") or {}).get("routing_state") == "failed"]
-    reason = stats.get("reason") or next(((n["routing_state"].get("reason")) for n in node_failures), None)
-    if stats.get("state") == "failed" or (nodes and len(node_failures) == len(nodes)):
-        return "failed", count, target, "failed", reason
-    if status.get("state") == "fully_allocated" and count == target:
-        return "done", count, target, str(status.get("state")), None
-    return "waiting", count, target, str(status.get("state", stats.get("state", "starting"))), reason
 
 
 async def wait_for_deployments(
@@ -500,7 +418,7 @@ async def wait_for_deployments(
                 shown.append(results[inference_id])
                 continue
             deployment_id, timeout = pending[inference_id]
-            outcome, count, target, state, reason = evaluate(stats.get(deployment_id))
+            outcome, count, target, state, reason = catalog.deployment_health(stats.get(deployment_id))
             if outcome == "waiting" and elapsed >= timeout:
                 outcome = "timed-out"
             status = DeploymentStatus(

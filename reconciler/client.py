@@ -210,7 +210,7 @@ class Elasticsearch:
         if transport is not None:
             self._pools: list[httpx.AsyncBaseTransport] = [transport]
         else:
-            verify = connection.verify()
+            verify = _tls(connection)
             self._pools = [
                 httpx.AsyncHTTPTransport(
                     verify=verify,
@@ -459,6 +459,17 @@ class Elasticsearch:
         response = await self.request("PUT", f"/{index}", body=dict(body), ok=(400,), idempotent=True)
         if response.status == 400 and _error_type(response.body) != "resource_already_exists_exception":
             raise _api_error("PUT", f"/{index}", response.status, response.body)
+
+
+def _tls(connection: Connection) -> ssl.SSLContext | bool:
+    """One TLS context for all the client's pools: each transport would otherwise load the CA
+    bundle again (about 40 ms apiece), and for plain http URLs there is nothing to verify."""
+    verify = connection.verify()
+    if verify is not True:
+        return verify
+    if not any(url.startswith("https:") for url in connection.urls):
+        return False
+    return httpx.create_ssl_context()
 
 
 def _id(value: str) -> str:

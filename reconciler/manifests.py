@@ -26,7 +26,8 @@ from pydantic import ValidationError
 from reconciler import catalog
 from reconciler.catalog import Kind, Service, Version
 from reconciler.model import Desired, Manifest, Source, parse_duration
-from reconciler.sensitive import REDACTED, BadReferenceError, Resolver, Secret, is_single_reference
+from reconciler.resolver import Resolver
+from reconciler.sensitive import REDACTED, BadReferenceError, Secret, is_single_reference
 
 SECTIONS = ("service_settings", "task_settings", "chunking_settings")
 TOP_LEVEL_KEYS = tuple(Manifest.model_fields)

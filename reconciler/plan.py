@@ -1,11 +1,16 @@
 """The Plan: an immutable value with a versioned JSON form, rendered for people and executed by apply.
 
 A Plan lists one `Change` per managed endpoint (no-ops included), the unmanaged endpoints it saw,
-the errors that stop it from being applied, and warnings. Fields that explain a change (`reason`,
-`reasons`, `diff`, `replace_paths`, `references`) are for display only: the applier branches on
-`action` alone. `request` is the body apply sends, with each secret as its `${...}` reference;
-`secrets` holds, per secret, that reference and the salted digest planned, so that applying a saved
-plan can tell whether the secret still is the one reviewed. No form of a plan holds a secret value.
+the errors that stop it from being applied, and warnings. A change carries everything apply does:
+its `action`, the HTTP `requests` to send in order (method, path, query, body), whether to wait for
+a deployment and which, and the state record's inputs (`before`/`after`, `lifecycle`). Fields that
+explain a change (`reason`, `reasons`, `diff`, `replace_paths`, `references`) are for display only:
+the applier never reads them. `desired` is the endpoint's body as the manifest wrote it; in it and
+in the request bodies each secret is its `${...}` reference, and `secrets` holds, per secret path,
+that reference and the salted digest planned, so that applying a saved plan can tell whether the
+secret still is the one reviewed. No form of a plan holds a secret value.
+
+Drift `Finding`s are values of the same kind: what `drift` reports, rendered like a plan.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ from typing import Any
 
 from reconciler import __version__
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: changes carry their requests and desired body; adopt and forget
 REDACTED_CHANGED = "(sensitive, changed)"
 
 
@@ -29,12 +34,29 @@ class Action(StrEnum):
     DELETE = "delete"
     NO_OP = "no-op"
     READ = "read"
+    ADOPT = "adopt"
+    FORGET = "forget"
 
     @property
     def symbol(self) -> str:
-        return {"create": "+", "update": "~", "replace": "-/+", "delete": "-", "no-op": " ", "read": "<="}[
-            self.value
-        ]
+        return _SYMBOLS[self.value]
+
+    @property
+    def touches_cluster(self) -> bool:
+        """Whether the action sends requests that change the cluster (the others write the state only)."""
+        return self in (Action.CREATE, Action.UPDATE, Action.REPLACE, Action.DELETE)
+
+
+_SYMBOLS = {
+    "create": "+",
+    "update": "~",
+    "replace": "-/+",
+    "delete": "-",
+    "no-op": " ",
+    "read": "<=",
+    "adopt": "=",
+    "forget": "-=",
+}
 
 
 # The primary reason is the first of these that applies (DESIGN.md §8).
@@ -49,6 +71,10 @@ REASONS = (
     "drift",
     "secret-rotated",
     "secret-unknown",
+    # Reasons of state-only actions (adopt, forget): nothing is sent to the cluster.
+    "not-in-state",
+    "healed",
+    "lifecycle-changed",
 )
 
 
@@ -62,6 +88,28 @@ class DiffEntry:
     path: str
     before: Any
     after: Any
+
+
+@dataclass(frozen=True)
+class Request:
+    """One HTTP request apply sends; secrets in `body` are their `${...}` references until sent."""
+
+    method: str
+    path: str
+    query: Mapping[str, str] = field(default_factory=dict)
+    body: Mapping[str, Any] | None = None
+
+    def line(self) -> str:
+        """`METHOD /path?query`, as the plan shows it."""
+        query = "&".join(f"{k}={v}" for k, v in self.query.items())
+        return f"{self.method} {self.path}" + (f"?{query}" if query else "")
+
+    def to_json(self) -> dict[str, Any]:
+        return {"method": self.method, "path": self.path, "query": dict(self.query), "body": self.body}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Request:
+        return cls(str(data["method"]), str(data["path"]), dict(data.get("query") or {}), data.get("body"))
 
 
 @dataclass(frozen=True)
@@ -86,10 +134,12 @@ class Change:
     references: Mapping[str, tuple[str, ...]] = field(
         default_factory=lambda: {"pipelines": (), "indexes": ()}
     )
+    requests: tuple[Request, ...] = ()
     wait: bool = False
+    deployment_id: str | None = None
     wait_timeout: float | None = None
     fingerprint: str | None = None
-    request: Mapping[str, Any] | None = None
+    desired: Mapping[str, Any] | None = None
     secrets: Mapping[str, PlannedSecret] = field(default_factory=dict)
     lifecycle: Mapping[str, Any] = field(default_factory=dict)
 
@@ -184,6 +234,33 @@ class Plan:
         return cls.from_json(data)
 
 
+def flatten(view: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Dotted leaf paths of an endpoint view; lists and empty mappings are leaves."""
+    flat: dict[str, Any] = {}
+    for key, value in view.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, Mapping) and value:
+            flat.update(flatten(value, path + "."))
+        else:
+            flat[path] = value
+    return flat
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One way the cluster moved away from what was last applied."""
+
+    id: str
+    inference_id: str
+    path: str
+    applied: Any
+    live: Any
+    kind: str  # changed | removed | added
+
+    def to_json(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
 class PlanFormatError(ValueError):
     """A plan file this tool cannot read."""
 
@@ -201,10 +278,12 @@ def _change_to_json(change: Change) -> dict[str, Any]:
         "diff": [{"path": d.path, "before": d.before, "after": d.after} for d in change.diff],
         "replace_paths": list(change.replace_paths),
         "references": {k: list(v) for k, v in change.references.items()},
+        "requests": [r.to_json() for r in change.requests],
         "wait": change.wait,
+        "deployment_id": change.deployment_id,
         "wait_timeout": change.wait_timeout,
         "fingerprint": change.fingerprint,
-        "request": change.request,
+        "desired": change.desired,
         "secrets": {k: {"reference": s.reference, "digest": s.digest} for k, s in change.secrets.items()},
         "lifecycle": dict(change.lifecycle),
     }
@@ -222,10 +301,12 @@ def _change_from_json(data: Mapping[str, Any]) -> Change:
         diff=tuple(DiffEntry(d["path"], d["before"], d["after"]) for d in data.get("diff", [])),
         replace_paths=tuple(data.get("replace_paths", [])),
         references={k: tuple(v) for k, v in data.get("references", {"pipelines": [], "indexes": []}).items()},
+        requests=tuple(Request.from_json(r) for r in data.get("requests", [])),
         wait=bool(data.get("wait", False)),
+        deployment_id=data.get("deployment_id"),
         wait_timeout=data.get("wait_timeout"),
         fingerprint=data.get("fingerprint"),
-        request=data.get("request"),
+        desired=data.get("desired"),
         secrets={k: PlannedSecret(v["reference"], v["digest"]) for k, v in data.get("secrets", {}).items()},
         lifecycle=dict(data.get("lifecycle", {})),
     )

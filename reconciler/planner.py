@@ -19,13 +19,13 @@ force it are named.
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
+from urllib.parse import quote
 
 from reconciler import catalog
 from reconciler.catalog import Service, Version
@@ -35,14 +35,27 @@ from reconciler.plan import (
     Action,
     Change,
     DiffEntry,
+    Finding,
     Plan,
     PlannedSecret,
+    Request,
     Unmanaged,
+    flatten,
 )
 from reconciler.sensitive import REDACTED, digest
 from reconciler.state import EndpointRecord, State
-
-ABSENT = object()
+from reconciler.views import (
+    ABSENT,
+    differences,
+    dynamic_paths,
+    expected_view,
+    fingerprint,
+    ignored,
+    live_view,
+    moved,
+    shown,
+    with_secrets,
+)
 
 
 @dataclass(frozen=True)
@@ -61,142 +74,6 @@ class Options:
     replace: frozenset[str] = frozenset()
     refresh_only: bool = False
     destroy: bool = False
-
-
-# -- views -------------------------------------------------------------------------------------
-
-
-def _with_secrets(settings: Mapping[str, Any], values: Mapping[str, Any]) -> dict[str, Any]:
-    """A copy of service_settings with each secret path (`key` or `key.inner`) set to its value."""
-    out = copy.deepcopy(dict(settings))
-    for path, value in values.items():
-        top, _, inner = path.partition(".")
-        if inner:
-            out.setdefault(top, {})[inner] = value
-        else:
-            out[top] = value
-    return out
-
-
-def expected_view(desired: Desired, version: Version) -> dict[str, Any]:
-    """The endpoint as the server will echo it, without secrets (the catalog knows the defaults)."""
-    service = catalog.SERVICES[desired.written_service]
-    settings = _with_secrets(desired.service_settings, dict.fromkeys(desired.secrets, REDACTED))
-    body: dict[str, Any] = {"service_settings": settings, "task_settings": dict(desired.task_settings or {})}
-    if desired.chunking_settings is not None:
-        body["chunking_settings"] = dict(desired.chunking_settings)
-    checked = catalog.check_endpoint(service, desired.task_type, body, version)
-    view: dict[str, Any] = {
-        "task_type": desired.task_type,
-        "service": desired.service,
-        "service_settings": dict(checked.service_settings),
-    }
-    if checked.task_settings:  # the server omits empty task_settings
-        view["task_settings"] = dict(checked.task_settings)
-    if checked.chunking_settings is not None:
-        view["chunking_settings"] = checked.chunking_settings
-    return view
-
-
-def live_view(live: Mapping[str, Any]) -> dict[str, Any]:
-    """A live endpoint in the same shape (empty task_settings and older `{}` alike)."""
-    view: dict[str, Any] = {
-        "task_type": live.get("task_type"),
-        "service": live.get("service"),
-        "service_settings": dict(live.get("service_settings") or {}),
-    }
-    if live.get("task_settings"):  # older servers print an empty {}
-        view["task_settings"] = dict(live["task_settings"])
-    if live.get("chunking_settings") is not None:
-        view["chunking_settings"] = live["chunking_settings"]
-    return view
-
-
-def flatten(view: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """Dotted leaf paths of a view; lists and empty mappings are leaves."""
-    flat: dict[str, Any] = {}
-    for key, value in view.items():
-        path = f"{prefix}{key}"
-        if isinstance(value, Mapping) and value:
-            flat.update(flatten(value, path + "."))
-        else:
-            flat[path] = value
-    return flat
-
-
-def fingerprint(live: Mapping[str, Any] | None) -> str | None:
-    """A digest of a live endpoint, blind to what the server moves by itself (saved plans compare it)."""
-    if live is None:
-        return None
-    view = live_view(live)
-    for path in dynamic_paths(view):
-        section, _, key = path.partition(".")
-        view[section].pop(key, None)
-    text = json.dumps(view, sort_keys=True, separators=(",", ":"))
-    return "sha256:" + hashlib.sha256(text.encode()).hexdigest()[:32]
-
-
-def dynamic_paths(view: Mapping[str, Any]) -> set[str]:
-    """Paths the server moves by itself: num_allocations under adaptive allocations."""
-    adaptive = view.get("service_settings", {}).get("adaptive_allocations")
-    return (
-        {"service_settings.num_allocations"}
-        if isinstance(adaptive, Mapping) and adaptive.get("enabled")
-        else set()
-    )
-
-
-def ignored(path: str, ignore: Iterable[str]) -> bool:
-    return any(path == p or path.startswith(p + ".") for p in ignore)
-
-
-def differences(
-    want: Mapping[str, Any],
-    have: Mapping[str, Any],
-    *,
-    owned: set[str],
-    skip: set[str],
-    ignore: Iterable[str],
-) -> list[DiffEntry]:
-    """Paths where `have` differs from `want`: all of want's, and those of have's that are `owned`."""
-    flat_want, flat_have = flatten(want), flatten(have)
-    found = []
-    for path in sorted(set(flat_want) | (set(flat_have) & owned)):
-        if path in skip or ignored(path, ignore):
-            continue
-        before, after = flat_have.get(path, ABSENT), flat_want.get(path, ABSENT)
-        if not _equal(before, after):
-            found.append(_shown(DiffEntry(path, before, after)))
-    return found
-
-
-def _equal(a: Any, b: Any) -> bool:
-    if a is ABSENT or b is ABSENT:
-        return a is b
-    return a == b or json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
-
-
-def moved(applied: Mapping[str, Any], have: Mapping[str, Any], ignore: Iterable[str]) -> list[DiffEntry]:
-    """Where the cluster moved away from the last applied echo: before is the applied value, after
-    the live one (ABSENT where a side lacks the path). Values the server moves by itself and ignored
-    paths are left out. Drift findings, the `drift` reason and --refresh-only all read this."""
-    flat_applied, flat_live = flatten(applied), flatten(have)
-    skip = dynamic_paths(applied) | dynamic_paths(have)
-    found = []
-    for path in sorted(set(flat_applied) | set(flat_live)):
-        before, after = flat_applied.get(path, ABSENT), flat_live.get(path, ABSENT)
-        if path not in skip and not ignored(path, ignore) and not _equal(before, after):
-            found.append(DiffEntry(path, before, after))
-    return found
-
-
-def _shown(entry: DiffEntry) -> DiffEntry:
-    """A diff entry as plans carry it: an absent side is None."""
-    return DiffEntry(
-        entry.path,
-        None if entry.before is ABSENT else entry.before,
-        None if entry.after is ABSENT else entry.after,
-    )
 
 
 # -- planning ----------------------------------------------------------------------------------
@@ -250,7 +127,6 @@ def _plan_one(
     options: Options,
 ) -> Change | None:
     record = state.endpoints.get(inference_id)
-    version = cluster.version
     have = live_view(live) if live is not None else None
     known = desired or record
     template = Change(
@@ -262,38 +138,98 @@ def _plan_one(
         fingerprint=fingerprint(live),
         lifecycle=_lifecycle(desired, record),
     )
-
+    if have is None and record is not None and (desired is None or options.refresh_only):
+        # Gone from the cluster and not to be created: the state lets go of it.
+        reasons = (
+            ("missing-from-cluster",)
+            if desired is not None
+            else ("missing-from-cluster", "removed-from-manifests")
+        )
+        return replace(template, action=Action.FORGET, reasons=reasons)
     if options.refresh_only:
-        if have is None or record is None:
-            return None
-        drift = [_shown(entry) for entry in moved(record.applied, have, _ignore(desired, record))]
-        if not drift:
-            return replace(template, after=have)
-        return replace(template, action=Action.READ, reasons=("drift",), diff=tuple(drift), after=have)
-
+        return _refresh(template, desired, record) if have is not None and record is not None else None
     if options.destroy or desired is None:
         if have is None:
             return None
         reason = "destroy" if options.destroy else "removed-from-manifests"
-        return replace(template, action=Action.DELETE, reasons=(reason,))
+        return replace(template, action=Action.DELETE, reasons=(reason,), requests=(_delete(template),))
+    return _towards(template, desired, have, record, state, cluster, options)
 
+
+def _refresh(template: Change, desired: Desired | None, record: EndpointRecord) -> Change:
+    """--refresh-only: accept the cluster's current values into the state."""
+    assert template.before is not None
+    drift = [shown(entry) for entry in moved(record.applied, template.before, _ignore(desired, record))]
+    if not drift:
+        return replace(template, after=template.before)
+    return replace(template, action=Action.READ, reasons=("drift",), diff=tuple(drift), after=template.before)
+
+
+def _towards(
+    template: Change,
+    desired: Desired,
+    have: Mapping[str, Any] | None,
+    record: EndpointRecord | None,
+    state: State,
+    cluster: Live,
+    options: Options,
+) -> Change:
+    """The change that brings an endpoint of the manifests from `have` (None: absent) to `desired`."""
+    version = cluster.version
+    service = catalog.SERVICES[desired.written_service]
     want = expected_view(desired, version)
     secrets = _planned_secrets(desired, state)
+    put = _put(desired, version)
     template = replace(
         template,
         task_type=desired.task_type,
         service=desired.service,
         after=_redacted(want, secrets, record if have is not None else None, changed=have is not None),
-        wait=catalog.SERVICES[desired.written_service].deploys_model,
+        wait=service.deploys_model,
+        deployment_id=_deployment_of(desired) if service.deploys_model else None,
         wait_timeout=desired.wait_timeout,
-        request=_request(desired),
+        desired=put.body,
         secrets=secrets,
     )
     if have is None:
         reason = "missing-from-cluster" if record is not None else "new"
-        return replace(template, action=Action.CREATE, reasons=(reason,))
+        return replace(template, action=Action.CREATE, reasons=(reason,), requests=(put,))
+    diff, reasons = _causes(desired, want, have, record, secrets)
+    if desired.inference_id in options.replace:
+        reasons.insert(0, "forced")
+    elif record is not None and record.tainted and not _healthy(desired, cluster):
+        reasons.insert(0, "tainted")
+    if not reasons:
+        return _recorded(template, record)
+    blocking = tuple(d.path for d in diff if not _updatable(service, desired.task_type, d, version))
+    if blocking or reasons[0] in ("forced", "tainted"):
+        return replace(
+            template,
+            action=Action.REPLACE,
+            reasons=tuple(reasons),
+            diff=tuple(diff),
+            replace_paths=blocking,
+            requests=(_delete(template, task_type=str(have["task_type"])), put),
+        )
+    body = _update_body(desired, service, [d.path for d in diff], template.before or {}, version)
+    update = Request("PUT", _endpoint_path(desired.task_type, desired.inference_id) + "/_update", body=body)
+    return replace(
+        template,
+        action=Action.UPDATE,
+        reasons=tuple(reasons),
+        diff=tuple(diff),
+        requests=(update,) if body else (),
+    )
 
-    service = catalog.SERVICES[desired.written_service]
+
+def _causes(
+    desired: Desired,
+    want: Mapping[str, Any],
+    have: Mapping[str, Any],
+    record: EndpointRecord | None,
+    secrets: Mapping[str, PlannedSecret],
+) -> tuple[list[DiffEntry], list[str]]:
+    """The field diff (secrets included) from live to desired, and the reasons behind it."""
     requested = record.requested if record is not None else {}
     owned = set(flatten(requested))
     ignore = desired.lifecycle.ignore_changes
@@ -309,17 +245,102 @@ def _plan_one(
             reasons.append("drift")
         if not reasons:
             reasons.append("manifest-changed")
-    reasons += secret_reasons
-    if inference_id in options.replace:
-        reasons.insert(0, "forced")
-    elif record is not None and record.tainted and not _healthy(desired, cluster):
-        reasons.insert(0, "tainted")
-    all_diff = tuple(diff + secret_diff)
-    if not reasons:
+    return diff + secret_diff, reasons + secret_reasons
+
+
+def _recorded(template: Change, record: EndpointRecord | None) -> Change:
+    """An endpoint that matches its manifest: a no-op, or an adopt when the state's record of it is
+    missing, tainted though healthy again, or holds other lifecycle options."""
+    if record is None:
+        reasons: tuple[str, ...] = ("not-in-state",)
+    elif record.tainted:
+        reasons = ("healed",)
+    elif dict(record.lifecycle) != dict(template.lifecycle):
+        reasons = ("lifecycle-changed",)
+    else:
         return template
-    blocking = tuple(d.path for d in diff if not _updatable(service, desired.task_type, d, version))
-    action = Action.REPLACE if blocking or reasons[0] in ("forced", "tainted") else Action.UPDATE
-    return replace(template, action=action, reasons=tuple(reasons), diff=all_diff, replace_paths=blocking)
+    return replace(template, action=Action.ADOPT, reasons=reasons, wait=False)
+
+
+def _endpoint_path(task_type: str, inference_id: str) -> str:
+    return f"/_inference/{quote(task_type, safe='')}/{quote(inference_id, safe='')}"
+
+
+def _delete(change: Change, task_type: str | None = None) -> Request:
+    """DELETE of the endpoint as it exists (its own task type); `with_references` may add force."""
+    return Request("DELETE", _endpoint_path(task_type or change.task_type, change.inference_id))
+
+
+def _put(desired: Desired, version: Version) -> Request:
+    """The PUT that creates the endpoint, secrets as their references. For a deployment, ask the
+    server to wait up to 30 s where it takes `timeout` (8.x and 9.1+); a 408 means it goes on."""
+    deploys = catalog.SERVICES[desired.written_service].deploys_model
+    query = {"timeout": "30s"} if deploys and (version.major == 8 or version.at_least(9, 1)) else {}
+    return Request(
+        "PUT", _endpoint_path(desired.task_type, desired.inference_id), query, _desired_body(desired)
+    )
+
+
+def _deployment_of(desired: Desired) -> str:
+    return catalog.deployment_id(
+        {"inference_id": desired.inference_id, "service_settings": dict(desired.service_settings)}
+    )
+
+
+def _update_body(
+    desired: Desired, service: Service, paths: Sequence[str], live: Mapping[str, Any], version: Version
+) -> dict[str, Any]:
+    """What `_update` needs for this change on this version: only what it can and must change.
+
+    service is never sent; merged-style task_settings are sent whole (the server replaces them),
+    with ignored paths filled from the cluster; up to 9.4 any service_settings object is read as
+    new secrets, so the secrets are resent whenever service_settings is sent.
+    """
+    request = _desired_body(desired)
+    newest = version.at_least(9, 5)
+    body: dict[str, Any] = {}
+    settings = (
+        _allocation_settings(request["service_settings"], paths, newest)
+        if service.deploys_model
+        else _external_settings(desired, request["service_settings"], paths, newest)
+    )
+    if settings:
+        body["service_settings"] = settings
+    if any(p.startswith("task_settings.") or p == "task_settings" for p in paths):
+        task = dict(request.get("task_settings") or {})
+        current = live.get("task_settings") or {}
+        for ignored_path in desired.lifecycle.ignore_changes:
+            section, _, name = ignored_path.partition(".")
+            if section == "task_settings" and name in current:
+                task[name] = current[name]
+        body["task_settings"] = task
+    if newest and any(p.startswith("chunking_settings") for p in paths) and "chunking_settings" in request:
+        body["chunking_settings"] = request["chunking_settings"]
+    return body
+
+
+def _allocation_settings(wanted: Mapping[str, Any], paths: Sequence[str], newest: bool) -> dict[str, Any]:
+    """An in-cluster deployment's _update changes its allocations only."""
+    if newest and any(p.startswith("service_settings.adaptive_allocations") for p in paths):
+        return {"adaptive_allocations": wanted.get("adaptive_allocations")}
+    if "service_settings.num_allocations" in paths:
+        return {"num_allocations": wanted.get("num_allocations")}
+    return {}
+
+
+def _external_settings(
+    desired: Desired, wanted: Mapping[str, Any], paths: Sequence[str], newest: bool
+) -> dict[str, Any]:
+    secret_paths = {f"service_settings.{p}" for p in desired.secrets}
+    settings: dict[str, Any] = {}
+    if newest:
+        for path in paths:
+            if path.startswith("service_settings.") and path not in secret_paths:
+                name = path.split(".")[1]
+                settings[name] = wanted.get(name)
+    if any(p in secret_paths for p in paths) or (settings and not newest):
+        settings = with_secrets(settings, desired.secret_references)
+    return settings
 
 
 def _updatable(service: Service, task_type: str, entry: DiffEntry, version: Version) -> bool:
@@ -335,15 +356,8 @@ def _updatable(service: Service, task_type: str, entry: DiffEntry, version: Vers
 
 
 def _healthy(desired: Desired, cluster: Live) -> bool:
-    deployment_id = desired.service_settings.get("deployment_id") or desired.inference_id
-    stats = cluster.deployments.get(str(deployment_id))
-    status = (stats or {}).get("allocation_status") or {}
-    return (
-        stats is not None
-        and stats.get("state") != "failed"
-        and status.get("state") == "fully_allocated"
-        and status.get("allocation_count") == status.get("target_allocation_count")
-    )
+    stats = cluster.deployments.get(_deployment_of(desired))
+    return catalog.deployment_health(stats)[0] == "done"
 
 
 def _planned_secrets(desired: Desired, state: State) -> dict[str, PlannedSecret]:
@@ -387,12 +401,12 @@ def _redacted(
         path: REDACTED_CHANGED if changed and known.get(path) != planned.digest else REDACTED
         for path, planned in secrets.items()
     }
-    return {**view, "service_settings": _with_secrets(view["service_settings"], marks)}
+    return {**view, "service_settings": with_secrets(view["service_settings"], marks)}
 
 
-def _request(desired: Desired) -> dict[str, Any]:
+def _desired_body(desired: Desired) -> dict[str, Any]:
     """The PUT body as written, secrets as their references."""
-    settings = _with_secrets(desired.service_settings, desired.secret_references)
+    settings = with_secrets(desired.service_settings, desired.secret_references)
     body: dict[str, Any] = {"service": desired.written_service, "service_settings": settings}
     if desired.task_settings:
         body["task_settings"] = dict(desired.task_settings)
@@ -457,22 +471,37 @@ def needs_references(planned: Plan) -> list[tuple[str, str]]:
 def with_references(
     planned: Plan, references: Mapping[str, Mapping[str, Sequence[str]]], allow_referenced: bool
 ) -> Plan:
-    """Attach what uses each endpoint; a referenced delete or replace is an error unless allowed."""
-    changes = []
-    errors = list(planned.errors)
+    """Attach what uses each endpoint; a referenced delete or replace is an error unless allowed
+    (and then its DELETE goes with force=true)."""
+    changes: list[Change] = []
+    errors: list[str] = []
     for change in planned.changes:
         found = references.get(change.inference_id)
-        if found is None:
+        if found is not None:
+            refs = {kind: tuple(found.get(kind, ())) for kind in ("pipelines", "indexes")}
+            changes.append(_referenced(replace(change, references=refs), allow_referenced, errors))
+        else:
             changes.append(change)
-            continue
-        refs = {kind: tuple(found.get(kind, ())) for kind in ("pipelines", "indexes")}
-        changes.append(replace(change, references=refs))
-        if changes[-1].referenced and not allow_referenced:
-            uses = "; ".join(f"{kind}: {', '.join(names)}" for kind, names in refs.items() if names)
-            errors.append(
-                f"{change.inference_id}: a {change.action.value} of an endpoint in use ({uses}) needs --allow-referenced"
-            )
-    return replace(planned, changes=tuple(changes), errors=tuple(errors))
+    return replace(planned, changes=tuple(changes), errors=(*planned.errors, *errors))
+
+
+def _referenced(change: Change, allowed: bool, errors: list[str]) -> Change:
+    if not change.referenced:
+        return change
+    if allowed:
+        return replace(change, requests=tuple(_forced(r) for r in change.requests))
+    uses = "; ".join(f"{kind}: {', '.join(names)}" for kind, names in change.references.items() if names)
+    errors.append(
+        f"{change.inference_id}: a {change.action.value} of an endpoint in use ({uses}) needs --allow-referenced"
+    )
+    return change
+
+
+def _forced(request: Request) -> Request:
+    """A DELETE that goes through although pipelines or indexes use the endpoint."""
+    return (
+        replace(request, query={**request.query, "force": "true"}) if request.method == "DELETE" else request
+    )
 
 
 # -- what the state records after an apply -----------------------------------------------------
@@ -496,21 +525,6 @@ def applied_record(
 # -- drift -------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Finding:
-    """One way the cluster moved away from what was last applied."""
-
-    id: str
-    inference_id: str
-    path: str
-    applied: Any
-    live: Any
-    kind: str  # changed | removed | added
-
-    def to_json(self) -> dict[str, Any]:
-        return dict(self.__dict__)
-
-
 def drift(live: Mapping[str, Mapping[str, Any]], state: State) -> list[Finding]:
     """Every path of every managed endpoint where the cluster differs from the last applied echo."""
     findings = []
@@ -519,10 +533,10 @@ def drift(live: Mapping[str, Mapping[str, Any]], state: State) -> list[Finding]:
         if current is None:
             findings.append(_finding(inference_id, "", record.applied, None, "removed"))
             continue
-        for entry in moved(record.applied, live_view(current), _ignore(None, record)):
-            kind = "added" if entry.before is ABSENT else "removed" if entry.after is ABSENT else "changed"
-            shown = _shown(entry)
-            findings.append(_finding(inference_id, entry.path, shown.before, shown.after, kind))
+        for found in moved(record.applied, live_view(current), _ignore(None, record)):
+            kind = "added" if found.before is ABSENT else "removed" if found.after is ABSENT else "changed"
+            entry = shown(found)
+            findings.append(_finding(inference_id, entry.path, entry.before, entry.after, kind))
     return findings
 
 

@@ -10,18 +10,19 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from reconciler.plan import REDACTED_CHANGED, Action, Change, Plan
-from reconciler.planner import Finding, flatten
+from reconciler.plan import REDACTED_CHANGED, Action, Change, Finding, Plan, flatten
 from reconciler.sensitive import REDACTED
 
 MARKDOWN_LIMIT = 60_000
-_COLORS = {"+": "32", "~": "33", "-": "31", "-/+": "35", "<=": "36"}
+_COLORS = {"+": "32", "~": "33", "-": "31", "-/+": "35", "<=": "36", "=": "36", "-=": "36"}
 _VERBS = {
     Action.CREATE: "will be created",
     Action.UPDATE: "will be updated in place",
     Action.REPLACE: "must be replaced",
     Action.DELETE: "will be deleted",
     Action.READ: "will be read into the state",
+    Action.ADOPT: "will be recorded in the state (nothing is sent)",
+    Action.FORGET: "will be dropped from the state (nothing is sent)",
 }
 
 
@@ -33,11 +34,12 @@ def summary_line(plan: Plan) -> str:
     counts = plan.summary()
     if not plan.has_changes:
         return "No changes. The cluster matches the manifests."
+    state_only = "".join(f", {counts[k]} to {k}" for k in ("adopt", "forget") if counts[k])
     if counts["read"] and not any(counts[k] for k in ("create", "update", "replace", "delete")):
-        return f"Refresh: {counts['read']} to read into the state."
+        return f"Refresh: {counts['read']} to read into the state{state_only}."
     return (
         f"Plan: {counts['create']} to create, {counts['update']} to update, "
-        f"{counts['replace']} to replace, {counts['delete']} to delete."
+        f"{counts['replace']} to replace, {counts['delete']} to delete{state_only}."
     )
 
 
@@ -59,6 +61,10 @@ def change_lines(change: Change) -> list[str]:
     for kind in ("pipelines", "indexes"):
         if change.references.get(kind):
             lines.append(f"! used by {kind}: {', '.join(change.references[kind])}")
+    # What apply sends, exactly (secrets as their references): the plan is the whole contract.
+    for request in change.requests:
+        body = f" {json.dumps(request.body, separators=(',', ':'))}" if request.body is not None else ""
+        lines.append(f"> {request.line()}{body}")
     return lines
 
 

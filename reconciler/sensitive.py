@@ -4,9 +4,10 @@ A resolved secret lives only in a `Secret`: its repr, str and format print `(sen
 to be pickled, and json cannot serialise it. `digest` is the one place that turns a secret into
 what the state may keep: a salted HMAC-SHA256.
 
-References: `${NAME}` reads the environment variable NAME; `${file:PATH}` reads a file (relative
-to the working directory) and strips one trailing newline; `$${` writes a literal `${` (for the
-placeholders of the `custom` service's templates). Errors name the reference, never a value.
+References: `${NAME}` names the environment variable NAME; `${file:PATH}` a file (relative to the
+working directory); `$${` writes a literal `${` (for the placeholders of the `custom` service's
+templates). This module only parses them: reading their values is `reconciler.resolver`'s job.
+Errors name the reference, never a value.
 """
 
 from __future__ import annotations
@@ -14,13 +15,11 @@ from __future__ import annotations
 import hashlib
 import hmac
 import re
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import NoReturn
 
 REDACTED = "(sensitive)"
-_TOKEN = re.compile(r"\$\$\{|\$\{([^}]*)\}")
+TOKEN = re.compile(r"\$\$\{|\$\{([^}]*)\}")
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
@@ -76,7 +75,7 @@ class BadReferenceError(Exception):
 def references(text: str) -> list[Reference]:
     """The references in a string (escaped `$${` excluded); raises BadReferenceError on a malformed one."""
     found = []
-    for match in _TOKEN.finditer(text):
+    for match in TOKEN.finditer(text):
         if match[0] == "$${":
             continue
         inner = match[1]
@@ -94,46 +93,3 @@ def references(text: str) -> list[Reference]:
 def is_single_reference(text: str) -> bool:
     refs = references(text)
     return len(refs) == 1 and refs[0].text == text
-
-
-def read_secret_file(path: str) -> str:
-    text = Path(path).read_text()
-    return text.removesuffix("\n")
-
-
-@dataclass(frozen=True)
-class Resolver:
-    """Resolves references against an environment and the file system (both injectable for tests)."""
-
-    env: Mapping[str, str] = field(repr=False)  # the process environment holds secrets
-    read_file: Callable[[str], str] = read_secret_file
-    # One read per file and run, however many manifests mount the same secret.
-    _files: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
-
-    def value(self, reference: Reference) -> str:
-        if reference.kind == "env":
-            if reference.target not in self.env:
-                raise BadReferenceError(
-                    f"environment variable {reference.target} is not set (from {reference.text})"
-                )
-            return self.env[reference.target]
-        if reference.target in self._files:
-            return self._files[reference.target]
-        try:
-            text = self._files[reference.target] = self.read_file(reference.target)
-            return text
-        except OSError as error:
-            raise BadReferenceError(
-                f"cannot read {reference.target} (from {reference.text}): {error.strerror or type(error).__name__}"
-            ) from None
-
-    def resolve(self, text: str) -> str:
-        """The string with every reference replaced and every `$${` turned into `${`."""
-        references(text)  # raise on malformed ones first
-
-        def replace(match: re.Match[str]) -> str:
-            if match[0] == "$${":
-                return "${"
-            return self.value(references(match[0])[0])
-
-        return _TOKEN.sub(replace, text)

@@ -76,18 +76,27 @@ def _chunking(version: Version) -> st.SearchStrategy[dict[str, Any] | None]:
     return st.one_of(options)
 
 
-@st.composite
-def manifests(
-    draw: st.DrawFn, version: Version, service: Service | None = None
-) -> tuple[dict[str, Any], dict[str, str]]:
-    """A valid manifest (as a mapping) for this version, and the environment its references need."""
-    if service is None:
-        service = draw(
-            st.sampled_from([s for s in catalog.services(version) if s.supported_task_types(version)])
-        )
-    task_type = draw(st.sampled_from(service.supported_task_types(version)))
-    env: dict[str, str] = {}
-    settings: dict[str, Any] = {}
+def _setting(draw: st.DrawFn, spec: Field, env: dict[str, str]) -> Any:
+    """A value for one service setting; a secret is a reference, its value put in `env`."""
+    if spec.secret:
+        name = f"S_{spec.name.upper()}"
+        env[name] = draw(NAME)
+        return {"token": f"${{{name}}}"} if spec.kind is Kind.MAP else f"${{{name}}}"
+    if spec.special is Special.RATE_LIMIT:
+        return {"requests_per_minute": draw(st.integers(1, 10000))}
+    if spec.special is Special.ADAPTIVE_ALLOCATIONS:
+        low = draw(st.integers(0, 2))
+        return {
+            "enabled": True,
+            "min_number_of_allocations": low,
+            "max_number_of_allocations": low + draw(st.integers(1, 3)),
+        }
+    return draw(_value(spec))
+
+
+def _service_settings(
+    draw: st.DrawFn, service: Service, task_type: str, version: Version, env: dict[str, str]
+) -> dict[str, Any]:
     fields = [
         f
         for f in service.settings(task_type, version)
@@ -99,43 +108,47 @@ def manifests(
         if names:
             chosen.add(draw(st.sampled_from(names)))
     excluded = {n for group in service.one_of for n in group.names} - chosen
+    # max_chunks_per_doc needs long_document_strategy: chunk (a rule of its own)
+    skipped = excluded | {"max_chunks_per_doc"} | ({"deployment_id"} if service.deploys_model else set())
+    settings: dict[str, Any] = {}
     for spec in fields:
-        if spec.name in excluded or (service.deploys_model and spec.name == "deployment_id"):
+        if spec.name in skipped:
             continue
-        if spec.name == "max_chunks_per_doc":
-            continue  # needs long_document_strategy: chunk (a rule of its own)
-        wanted = spec.name in chosen or spec.is_required(version) or draw(st.booleans())
-        if not wanted:
-            continue
-        if spec.secret:
-            name = f"S_{spec.name.upper()}"
-            env[name] = draw(NAME)
-            settings[spec.name] = {"token": f"${{{name}}}"} if spec.kind is Kind.MAP else f"${{{name}}}"
-        elif spec.special is Special.RATE_LIMIT:
-            settings[spec.name] = {"requests_per_minute": draw(st.integers(1, 10000))}
-        elif spec.special is Special.ADAPTIVE_ALLOCATIONS:
-            low = draw(st.integers(0, 2))
-            settings[spec.name] = {
-                "enabled": True,
-                "min_number_of_allocations": low,
-                "max_number_of_allocations": low + draw(st.integers(1, 3)),
-            }
-        else:
-            settings[spec.name] = draw(_value(spec))
+        if spec.name in chosen or spec.is_required(version) or draw(st.booleans()):
+            settings[spec.name] = _setting(draw, spec, env)
     if service.deploys_model:
-        models = [m for m in catalog.BUILTIN_MODELS.values() if m.task_type == task_type and not m.x86_only]
-        settings["model_id"] = draw(st.sampled_from([m.model_id for m in models]))
-        if service.name == "elser" and draw(st.booleans()):
-            settings.pop("model_id")
-        if isinstance(settings.get("adaptive_allocations"), dict):
-            settings.pop("num_allocations", None)
-        elif "num_allocations" not in settings:
-            settings["num_allocations"] = draw(st.integers(1, 3))
+        _in_cluster(draw, service, task_type, settings)
+    return settings
+
+
+def _in_cluster(draw: st.DrawFn, service: Service, task_type: str, settings: dict[str, Any]) -> None:
+    """A built-in model, and allocations fixed or adaptive (never both)."""
+    models = [m for m in catalog.BUILTIN_MODELS.values() if m.task_type == task_type and not m.x86_only]
+    settings["model_id"] = draw(st.sampled_from([m.model_id for m in models]))
+    if service.name == "elser" and draw(st.booleans()):
+        settings.pop("model_id")
+    if isinstance(settings.get("adaptive_allocations"), dict):
+        settings.pop("num_allocations", None)
+    elif "num_allocations" not in settings:
+        settings["num_allocations"] = draw(st.integers(1, 3))
+
+
+@st.composite
+def manifests(
+    draw: st.DrawFn, version: Version, service: Service | None = None
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """A valid manifest (as a mapping) for this version, and the environment its references need."""
+    if service is None:
+        service = draw(
+            st.sampled_from([s for s in catalog.services(version) if s.supported_task_types(version)])
+        )
+    task_type = draw(st.sampled_from(service.supported_task_types(version)))
+    env: dict[str, str] = {}
     manifest: dict[str, Any] = {
         "inference_id": draw(NAME),
         "task_type": task_type,
         "service": service.name,
-        "service_settings": settings,
+        "service_settings": _service_settings(draw, service, task_type, version, env),
     }
     task: dict[str, Any] = {}
     for spec in service.task_fields(task_type, version):

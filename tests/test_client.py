@@ -220,3 +220,18 @@ def test_errors_print_the_flat_bodies_too() -> None:
     error = _api_error("GET", "/a/b", 400, {"error": "no handler found for uri [/a/b] and method [GET]"})
     assert "no handler found" in str(error)
     assert error.es_type is None
+
+
+async def test_the_pools_share_one_tls_context_and_plain_http_loads_none() -> None:
+    """Each transport would load the CA bundle again (about 40 ms apiece, on every command)."""
+    import ssl
+
+    https = Elasticsearch(Connection(urls=("https://es.example:9243",)), max_connections=12)
+    contexts = {id(pool._pool._ssl_context) for pool in https._pools}  # type: ignore[attr-defined]
+    assert len(https._pools) > 1
+    assert len(contexts) == 1
+    assert https._pools[0]._pool._ssl_context.verify_mode is ssl.CERT_REQUIRED  # type: ignore[attr-defined]
+    plain = Elasticsearch(Connection(urls=("http://localhost:9200",)))
+    assert plain._pools[0]._pool._ssl_context.verify_mode is ssl.CERT_NONE  # type: ignore[attr-defined]
+    await https.close()
+    await plain.close()

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from tests.e2e import CLAUDE, E5, MakeTool, actions, anthropic, plan_json, saved_plan
+from tests.e2e import CLAUDE, E5, MakeTool, Tool, actions, anthropic, plan_json, saved_plan
 
 VERSIONS = ("8.19.3", "9.5.0")
 
@@ -35,7 +35,7 @@ def test_the_anthropic_example_creates_with_the_seeds_body(make_tool: MakeTool, 
     tool = make_tool(version=version)
     tool.write("claude.yaml", CLAUDE)
     (change,) = plan_json(tool)["changes"]
-    assert change["request"] == {
+    assert change["desired"] == {
         "service": "anthropic",
         "service_settings": {
             "api_key": "${ANTHROPIC_API_KEY}",
@@ -80,6 +80,37 @@ def test_every_reason_and_action(make_tool: MakeTool, version: str) -> None:
         "a.yaml", anthropic("a", max_tokens=128).replace("claude-3-5-sonnet-20240620", "claude-3-7-sonnet")
     )
     step({"a": ("replace", "manifest-changed")})
+    _drift_is_reported_new_then_known(tool)
+    step({"b": ("update", "drift")})
+    rotated = {"ANTHROPIC_API_KEY": "sk-ant-rotated"}
+    assert actions(plan_json(tool, env=rotated)) == {
+        "a": ("update", "secret-rotated"),
+        "b": ("update", "secret-rotated"),
+    }
+    assert tool("apply", "--auto-approve", env=rotated).code == 0
+    assert not actions(plan_json(tool, env=rotated))
+    tool.env.update(rotated)
+    tool.es("DELETE", "/_inference/b")
+    step({"b": ("create", "missing-from-cluster")})
+    step({"e5": ("replace", "forced")}, "--replace", "e5")
+    tool.remove("b.yaml")
+    step({"b": ("delete", "removed-from-manifests")})
+    assert "b" not in tool.live_ids()
+    tool.es(
+        "PUT",
+        "/_inference/completion/a/_update",
+        json={"service_settings": {"api_key": "x"}, "task_settings": {"max_tokens": 9}},
+    )
+    assert actions(plan_json(tool, "--refresh-only")) == {"a": ("read", "drift")}
+    assert tool("apply", "--auto-approve", "--refresh-only").code == 0
+    assert tool("drift").code == 0
+    assert actions(plan_json(tool, "--destroy")) == {"a": ("delete", "destroy"), "e5": ("delete", "destroy")}
+    assert tool("apply", "--auto-approve", "--destroy").code == 0
+    assert tool.live_ids() == set()
+
+
+def _drift_is_reported_new_then_known(tool: Tool) -> None:
+    """Drift on b is found and new; on a second run it is known, and new drift on a is new."""
     tool.es(
         "PUT",
         "/_inference/completion/b/_update",
@@ -122,32 +153,39 @@ def test_every_reason_and_action(make_tool: MakeTool, version: str) -> None:
     assert bad.code == 1
     assert "not a drift --json output" in bad.stderr
     tool.es("PUT", "/_inference/completion/a/_update", json={"task_settings": {"max_tokens": 128}})
-    step({"b": ("update", "drift")})
-    rotated = {"ANTHROPIC_API_KEY": "sk-ant-rotated"}
-    assert actions(plan_json(tool, env=rotated)) == {
-        "a": ("update", "secret-rotated"),
-        "b": ("update", "secret-rotated"),
-    }
-    assert tool("apply", "--auto-approve", env=rotated).code == 0
-    assert not actions(plan_json(tool, env=rotated))
-    tool.env.update(rotated)
+
+
+def test_state_only_actions_write_the_state_and_send_nothing(make_tool: MakeTool) -> None:
+    tool = make_tool()
+    tool.write("a.yaml", anthropic("a"))
+    tool.write("b.yaml", anthropic("b"))
+    assert tool("apply", "--auto-approve").code == 0
+    state_file = tool.root / "state.json"
+    written = state_file.read_text()
+    assert "Apply finished: 0 done" in tool("apply", "--auto-approve").stdout
+    assert state_file.read_text() == written, "a plan with no changes wrote the state"
+
+    tool.write("a.yaml", anthropic("a") + "lifecycle: {prevent_destroy: true}\n")
     tool.es("DELETE", "/_inference/b")
-    step({"b": ("create", "missing-from-cluster")})
-    step({"e5": ("replace", "forced")}, "--replace", "e5")
     tool.remove("b.yaml")
-    step({"b": ("delete", "removed-from-manifests")})
-    assert "b" not in tool.live_ids()
-    tool.es(
-        "PUT",
-        "/_inference/completion/a/_update",
-        json={"service_settings": {"api_key": "x"}, "task_settings": {"max_tokens": 9}},
+    assert actions(plan_json(tool)) == {
+        "a": ("adopt", "lifecycle-changed"),
+        "b": ("forget", "missing-from-cluster"),
+    }
+    human = tool("plan", "--detailed-exitcode")
+    assert human.code == 2, human
+    assert "  = a  [completion, anthropic]" in human.stdout
+    assert " -= b  [completion, anthropic]" in human.stdout
+    assert human.stdout.splitlines()[-1] == (
+        "Plan: 0 to create, 0 to update, 0 to replace, 0 to delete, 1 to adopt, 1 to forget."
     )
-    assert actions(plan_json(tool, "--refresh-only")) == {"a": ("read", "drift")}
-    assert tool("apply", "--auto-approve", "--refresh-only").code == 0
-    assert tool("drift").code == 0
-    assert actions(plan_json(tool, "--destroy")) == {"a": ("delete", "destroy"), "e5": ("delete", "destroy")}
-    assert tool("apply", "--auto-approve", "--destroy").code == 0
-    assert tool.live_ids() == set()
+    tool.reset_requests()
+    assert tool("apply", "--auto-approve").code == 0
+    assert not [r for r in tool.requests()["requests"] if r["path"].startswith("/_inference/completion")]
+    state = json.loads(state_file.read_text())
+    assert set(state["endpoints"]) == {"a"}
+    assert state["endpoints"]["a"]["lifecycle"]["prevent_destroy"] is True
+    assert tool("plan", "--detailed-exitcode").code == 0
 
 
 def test_targets_limit_the_plan(make_tool: MakeTool) -> None:

@@ -17,7 +17,8 @@ from reconciler.catalog import Version
 from reconciler.cli import app
 from reconciler.manifests import Validation, load
 from reconciler.model import json_schema, parse_duration
-from reconciler.sensitive import Resolver, Secret, digest, is_single_reference
+from reconciler.resolver import Resolver
+from reconciler.sensitive import Secret, digest, is_single_reference
 from tests import openapi
 
 V95 = Version(9, 5)

@@ -8,6 +8,7 @@ changes, errors, warnings and unmanaged endpoints.
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 from typing import Any
 
@@ -78,7 +79,21 @@ def test_refresh_only_moves_the_state_from_the_applied_to_the_live_value(tmp_pat
 
 
 @pytest.mark.parametrize("path", CASES, ids=[p.stem for p in CASES])
+def test_golden_case_whole_plan(path: Path, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    """The whole plan JSON (requests, bodies, secrets as references, wait, fingerprints) equals
+    `<case>.plan.json`; `pytest --update-golden` rewrites those files for review in the diff."""
+    planned = run_case(yaml.safe_load(path.read_text()), tmp_path)
+    text = planned.dumps().replace(str(tmp_path), "$TMP")  # manifest paths in errors
+    golden = path.with_suffix(".plan.json")
+    if request.config.getoption("--update-golden"):
+        golden.write_text(text)
+    assert golden.exists(), f"{golden.name} is missing: run pytest --update-golden and review it"
+    assert json.loads(text) == json.loads(golden.read_text())
+
+
+@pytest.mark.parametrize("path", CASES, ids=[p.stem for p in CASES])
 def test_golden_case(path: Path, tmp_path: Path) -> None:
+    """The intent of each case, written by hand: actions, reasons, diff paths, errors."""
     case = yaml.safe_load(path.read_text())
     planned = run_case(case, tmp_path)
     got = []

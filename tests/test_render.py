@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 from reconciler import render
-from reconciler.plan import Action, Change, DiffEntry, Plan, PlannedSecret
-from reconciler.planner import Finding
+from reconciler.plan import Action, Change, DiffEntry, Finding, Plan, PlannedSecret
 
 
 def change(i: int, action: Action = Action.REPLACE) -> Change:

@@ -15,18 +15,13 @@ import pytest
 from reconciler.client import Connection, Elasticsearch
 from reconciler.emulator import Emulator, EmulatorConfig
 from reconciler.state import (
-    STATE_INDEX,
-    Backend,
-    ClusterBackend,
     EndpointRecord,
-    FileBackend,
     LockHeldError,
-    LockInfo,
     State,
     StateConflictError,
     StateError,
-    backend_for,
 )
+from reconciler.storage import STATE_INDEX, Backend, ClusterBackend, FileBackend, backend_for, new_lock
 
 RECORD = EndpointRecord(
     task_type="completion",
@@ -93,10 +88,10 @@ async def test_workspaces_are_separate(make_backend: Callable[[str], Backend]) -
 async def test_lock_held_by_other_expiry_and_unlock(make_backend: Callable[[str], Backend]) -> None:
     backend = make_backend("default")
     assert await backend.current_lock() is None
-    mine = await backend.lock(LockInfo.new("apply"))
+    mine = await backend.lock(new_lock("apply"))
     assert await backend.current_lock() == mine
     with pytest.raises(LockHeldError) as held:
-        await backend.lock(LockInfo.new("apply"))
+        await backend.lock(new_lock("apply"))
     assert held.value.holder.id == mine.id
     assert mine.who in str(held.value)
     assert "apply" in str(held.value)
@@ -112,9 +107,9 @@ async def test_lock_held_by_other_expiry_and_unlock(make_backend: Callable[[str]
 
 async def test_an_expired_lock_is_taken_over(make_backend: Callable[[str], Backend]) -> None:
     backend = make_backend("default")
-    dead = dataclasses.replace(LockInfo.new("apply", lease=60), expires=time.time() - 1)
+    dead = dataclasses.replace(new_lock("apply", lease=60), expires=time.time() - 1)
     await backend.lock(dead)
-    fresh = await backend.lock(LockInfo.new("apply"))
+    fresh = await backend.lock(new_lock("apply"))
     assert (await backend.current_lock()) == fresh
     with pytest.raises(StateError):
         await backend.renew(dead)
@@ -127,7 +122,7 @@ async def test_the_cluster_backend_keeps_its_documents_in_the_state_index() -> N
     ) as es:
         backend = ClusterBackend(es, "default")
         await backend.write(State.new("default").bumped(), None)
-        await backend.lock(LockInfo.new("apply"))
+        await backend.lock(new_lock("apply"))
     index = emulator.cluster.indices[STATE_INDEX]
     assert set(index.docs) == {"state-default", "lock-default"}
     assert index.mappings["properties"]["body"] == {"type": "object", "enabled": False}
@@ -149,14 +144,14 @@ async def test_a_damaged_file_lock_is_held_for_a_lease_and_can_be_removed(tmp_pa
     backend = FileBackend(tmp_path / "state.json")
     backend.lock_path.write_text("")
     with pytest.raises(LockHeldError, match="lock damaged"):
-        await backend.lock(LockInfo.new("apply"))
+        await backend.lock(new_lock("apply"))
     await backend.unlock("damaged")
-    taken = await backend.lock(LockInfo.new("apply"))
+    taken = await backend.lock(new_lock("apply"))
     await backend.unlock(taken.id)
     backend.lock_path.write_text('{"id": ')
     past = time.time() - 3600
     os.utime(backend.lock_path, (past, past))
-    assert (await backend.lock(LockInfo.new("apply"))).operation == "apply"  # expired: taken over
+    assert (await backend.lock(new_lock("apply"))).operation == "apply"  # expired: taken over
 
 
 def test_state_specs() -> None:
