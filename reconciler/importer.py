@@ -19,7 +19,8 @@ from reconciler import catalog, planner
 from reconciler.catalog import Service
 from reconciler.manifests import dump_manifest, load_files
 from reconciler.session import Cluster
-from reconciler.state import Backend, State, StateError, now_iso
+from reconciler.state import State, StateError
+from reconciler.storage import Backend, now_iso
 
 
 def reference_name(inference_id: str, field: str) -> str:

@@ -2,11 +2,13 @@
 
 `LogReporter` writes one structured event per action and per wait poll (`--log-format json` makes
 them JSON lines); `TerminalReporter` adds a live table of the deployments being waited for, with
-allocation x/y and elapsed time. The applier only ever calls the interface.
+allocation x/y and elapsed time. The applier only ever calls the interface; `configure_logging`
+says where the events go.
 """
 
 from __future__ import annotations
 
+import logging
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -103,3 +105,23 @@ class TerminalReporter(LogReporter):
 
 def reporter(terminal: bool, color: bool) -> Reporter:
     return TerminalReporter(color) if terminal else LogReporter()
+
+
+def configure_logging(log_format: str) -> None:
+    """Where the structured events go: stderr, as console lines or as JSON lines (`--log-format`)."""
+    renderer: Any = (
+        structlog.processors.JSONRenderer()
+        if log_format == "json"
+        else structlog.dev.ConsoleRenderer(colors=False)
+    )
+    structlog.configure(
+        processors=[
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso"),
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(logging.INFO),
+        # The stream is looked up per logger: a replaced sys.stderr (tests, embedding) is followed.
+        logger_factory=lambda *_: structlog.PrintLogger(sys.stderr),
+        cache_logger_on_first_use=False,
+    )

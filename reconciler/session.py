@@ -1,7 +1,7 @@
 """Reading what a command works from — manifests, cluster, state — in a constant number of requests.
 
-Part of the command-line shell (with `cli`): it wires the manifest loader, the HTTP client, the
-state backend and the planner. A plan costs GET /, one list of endpoints, one state read, at most
+The first step of every workflow (`workflows`): it wires the manifest loader, the HTTP client,
+the state backend and the planner. A plan costs GET /, one list of endpoints, one state read, at most
 one batched stats call (only when a tainted endpoint needs its deployment checked), and one
 `DELETE ?dry_run=true` per planned delete or replace — however many endpoints there are.
 """
@@ -12,7 +12,7 @@ import asyncio
 import dataclasses
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,8 @@ from reconciler.catalog import Version
 from reconciler.client import ApiError, Elasticsearch
 from reconciler.manifests import Validation, load
 from reconciler.plan import Plan
-from reconciler.state import Backend, State
+from reconciler.state import State
+from reconciler.storage import Backend
 
 
 class UnsupportedVersionError(Exception):
@@ -38,16 +39,20 @@ class Cluster:
     state: State | None
     token: Any
 
+    def identity(self, url: str) -> dict[str, Any]:
+        """The `cluster` object of the plan and drift JSON forms."""
+        return {
+            "url": url,
+            "version": str(self.info["version"]["number"]),
+            "cluster_uuid": self.info.get("cluster_uuid"),
+        }
+
     def live(self, url: str, deployments: Mapping[str, Mapping[str, Any]] | None = None) -> planner.Live:
         return planner.Live(
             endpoints=self.endpoints,
             version=self.version,
             deployments=deployments or {},
-            cluster={
-                "url": url,
-                "version": str(self.info["version"]["number"]),
-                "cluster_uuid": self.info.get("cluster_uuid"),
-            },
+            cluster=self.identity(url),
         )
 
 
@@ -62,17 +67,20 @@ async def read_cluster(es: Elasticsearch, backend: Backend) -> Cluster:
     return Cluster(info, version, {e["inference_id"]: e for e in endpoints}, snapshot.state, snapshot.token)
 
 
-def deployment_id(endpoint: Mapping[str, Any]) -> str:
-    return str((endpoint.get("service_settings") or {}).get("deployment_id") or endpoint["inference_id"])
+@dataclass(frozen=True)
+class Planning:
+    """What to plan, for plan and apply alike: targets, replacements, refresh-only or destroy."""
+
+    options: planner.Options = field(default_factory=planner.Options)
+    allow_referenced: bool = False  # deletes and replaces of endpoints in use go with force
 
 
 async def make_plan(
     es: Elasticsearch,
     backend: Backend,
     manifests: Path,
-    options: planner.Options,
+    planning: Planning = Planning(),
     *,
-    allow_referenced: bool,
     env: Mapping[str, str] | None = None,
 ) -> tuple[Plan | None, Validation, Cluster]:
     """Validate the manifests for the cluster's version and plan; no lock is taken, nothing written."""
@@ -86,11 +94,11 @@ async def make_plan(
         for i, r in (state.endpoints.items() if state else ())
         if r.tainted and i in cluster.endpoints
     ]
-    deployments = await es.deployment_stats([deployment_id(e) for e in tainted]) if tainted else {}
-    planned = planner.plan(validation.endpoints, cluster.live(es.url, deployments), state, options)
+    deployments = await es.deployment_stats([catalog.deployment_id(e) for e in tainted]) if tainted else {}
+    planned = planner.plan(validation.endpoints, cluster.live(es.url, deployments), state, planning.options)
     wanted = planner.needs_references(planned)
     found, unchecked = await _references(es, wanted)
-    planned = planner.with_references(planned, found, allow_referenced)
+    planned = planner.with_references(planned, found, planning.allow_referenced)
     if unchecked:
         note = (
             f"could not check what uses {', '.join(unchecked)}: DELETE ?dry_run=true needs the manage_inference "

@@ -28,15 +28,14 @@ from typing import Any
 import httpx
 import yaml
 
-from reconciler.applier import Applier, ApplyOptions, StateWriter, resolve_secrets
+from reconciler.applier import ApplyOptions
 from reconciler.catalog import Version
 from reconciler.client import Connection, Elasticsearch
 from reconciler.manifests import load
-from reconciler.planner import Options
 from reconciler.progress import DeploymentStatus, LogReporter
-from reconciler.sensitive import Resolver
 from reconciler.session import make_plan
-from reconciler.state import FileBackend, State
+from reconciler.storage import FileBackend
+from reconciler.workflows import execute
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "manifests"
 PLACEHOLDERS = {"ANTHROPIC_API_KEY": "x", "OPENAI_API_KEY": "x", "COHERE_API_KEY": "x"}
@@ -113,21 +112,23 @@ class CountingReporter(LogReporter):
 async def apply_all(
     url: str, folder: Path, state_path: Path, parallelism: int, reporter: LogReporter | None = None
 ) -> tuple[Any, float]:
-    """Plan and apply the manifests in folder with the library (the CLI's code path, minus printing);
+    """Plan and apply the manifests in folder with the library (the workflows' `execute`, unlocked);
     returns the result and the seconds the apply itself took (the plan before it not included)."""
     async with Elasticsearch(Connection(urls=(url,)), max_connections=parallelism + 4) as es:
         backend = FileBackend(state_path)
-        planned, validation, cluster = await make_plan(
-            es, backend, folder, Options(), allow_referenced=False, env=PLACEHOLDERS
-        )
+        planned, validation, cluster = await make_plan(es, backend, folder, env=PLACEHOLDERS)
         assert planned is not None, validation.errors[:3]
-        secrets = resolve_secrets(planned, Resolver(PLACEHOLDERS), None)
-        writer = StateWriter(backend, cluster.state or State.new("default"), cluster.token)
         options = ApplyOptions(parallelism=parallelism, poll_interval=0.2)
-        applier = Applier(es, writer, cluster.version, secrets, reporter or CountingReporter(), options)
-        wanted = frozenset(d.inference_id for d in validation.endpoints)
         started = time.perf_counter()
-        result = await applier.apply(planned, cluster.endpoints, wanted)
+        result = await execute(
+            es,
+            backend,
+            cluster,
+            planned,
+            env=PLACEHOLDERS,
+            reporter=reporter or CountingReporter(),
+            options=options,
+        )
         return result, time.perf_counter() - started
 
 
@@ -164,9 +165,7 @@ async def measure_plan(url: str, folder: Path, state_path: Path, n: int) -> tupl
     async with Elasticsearch(Connection(urls=(url,))) as es:
         backend = FileBackend(state_path)
         started = time.perf_counter()
-        planned, _, _ = await make_plan(
-            es, backend, folder, Options(), allow_referenced=False, env=PLACEHOLDERS
-        )
+        planned, _, _ = await make_plan(es, backend, folder, env=PLACEHOLDERS)
         took = time.perf_counter() - started
         if planned is None or planned.has_changes:
             raise SystemExit("the plan benchmark expected no changes")

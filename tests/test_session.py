@@ -8,9 +8,9 @@ import httpx
 
 from reconciler.client import Connection, Elasticsearch
 from reconciler.emulator import Emulator, EmulatorConfig
-from reconciler.planner import Options
 from reconciler.session import make_plan
-from reconciler.state import ClusterBackend, EndpointRecord, State
+from reconciler.state import EndpointRecord, State
+from reconciler.storage import ClusterBackend
 
 
 class ReadOnly(httpx.AsyncBaseTransport):
@@ -63,12 +63,7 @@ async def test_a_plan_with_read_only_credentials_warns_that_references_were_not_
         Connection(urls=("http://es",)), transport=ReadOnly(httpx.ASGITransport(app=emulator))
     ) as es:
         planned, validation, _ = await make_plan(
-            es,
-            ClusterBackend(es, "default"),
-            tmp_path / "manifests",
-            Options(),
-            allow_referenced=False,
-            env={},
+            es, ClusterBackend(es, "default"), tmp_path / "manifests", env={}
         )
     assert validation.ok
     assert planned is not None
