@@ -13,9 +13,18 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import structlog
+import typer
 from typer.testing import CliRunner
 
 from reconciler.cli import app
+
+# The click command `reconciler` runs, built once: typer builds it anew on every CliRunner.invoke.
+COMMAND = typer.main.get_command(app)
+# Requests of the tests themselves: one client (so one TLS context, though every URL is http),
+# no kept-alive connections (so none is left open to an emulator that has stopped).
+HTTP = httpx.Client(timeout=30, limits=httpx.Limits(max_keepalive_connections=0))
+
 
 REPO = Path(__file__).resolve().parents[1]
 SECRETS = {
@@ -46,6 +55,9 @@ class Tool:
     root: Path
     state: str = ""
     env: dict[str, str] = field(default_factory=lambda: dict(SECRETS))
+    # Indices this test created through `es` or seen in a request log it cleared (for the reset of
+    # a shared emulator).
+    indices: set[str] = field(default_factory=set)
 
     def __post_init__(self) -> None:
         self.manifests.mkdir(parents=True, exist_ok=True)
@@ -78,9 +90,23 @@ class Tool:
         }
 
     def __call__(self, *args: str, env: dict[str, str] | None = None) -> Run:
-        """Run the CLI in this process (fast); stdout and stderr are kept apart."""
-        result = CliRunner().invoke(app, list(args), env=self._environment(env), catch_exceptions=False)
-        return Run(result.exit_code, result.stdout, result.stderr)
+        """Run the CLI in this process (fast); stdout and stderr are kept apart. What
+        `CliRunner().invoke(app, ...)` does, with the command built once."""
+        with CliRunner().isolation(env=self._environment(env)) as (stdout, stderr, _):
+            try:
+                COMMAND.main(args=list(args), prog_name="reconciler")
+                code = 0
+            except SystemExit as exit_:
+                code = 0 if exit_.code is None else exit_.code if isinstance(exit_.code, int) else 1
+                if not isinstance(exit_.code, int | None):
+                    sys.stdout.write(f"{exit_.code}\n")
+            finally:
+                sys.stdout.flush()
+                sys.stderr.flush()
+                # The CLI points structlog at this run's stderr, closed on return: a later test
+                # that logs in-process (the applier's LogReporter) would write to a closed file.
+                structlog.reset_defaults()
+            return Run(code, stdout.getvalue().decode(), stderr.getvalue().decode())
 
     def process(self, *args: str, env: dict[str, str] | None = None, timeout: float = 120) -> Run:
         """Run `python -m reconciler` as a user would."""
@@ -106,7 +132,10 @@ class Tool:
     # -- looking at the emulator directly ------------------------------------------------------
 
     def es(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        return httpx.request(method, self.url + path, timeout=30, **kwargs)
+        first = path.split("/")[1]
+        if method in ("PUT", "POST") and first[:1] not in ("", "_"):
+            self.indices.add(first)
+        return HTTP.request(method, self.url + path, **kwargs)
 
     def live_ids(self) -> set[str]:
         return {
@@ -120,6 +149,9 @@ class Tool:
         return counted
 
     def reset_requests(self) -> None:
+        from tests.conftest import index_names
+
+        self.indices |= index_names(self.requests())
         self.es("DELETE", "/_emulator/requests")
 
     def writes(self) -> int:

@@ -13,15 +13,17 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from reconciler.applier import Applier, ApplyOptions, StateWriter, resolve_secrets
+from reconciler.applier import ApplyOptions
 from reconciler.catalog import Version
 from reconciler.client import Connection, Elasticsearch
 from reconciler.emulator import Emulator, EmulatorConfig
 from reconciler.manifests import load
 from reconciler.planner import Live, Options, plan
 from reconciler.progress import LogReporter
-from reconciler.sensitive import Resolver
-from reconciler.state import FileBackend, State, StateError
+from reconciler.session import read_cluster
+from reconciler.state import State, StateError
+from reconciler.storage import FileBackend
+from reconciler.workflows import execute
 from tests.strategies import manifests
 
 
@@ -41,12 +43,12 @@ async def _apply_then_plan(version: Version, documents: list[tuple[dict[str, Any
         async with Elasticsearch(
             Connection(urls=("http://es",)), transport=httpx.ASGITransport(app=emulator)
         ) as es:
-            live = {e["inference_id"]: e for e in await es.endpoints()}
-            first = plan(validation.endpoints, Live(live, version), None, Options())
-            secrets = resolve_secrets(first, Resolver(env), None)
-            writer = StateWriter(backend, State.new("default"), None)
-            applier = Applier(es, writer, version, secrets, LogReporter(), ApplyOptions(poll_interval=0.01))
-            result = await applier.apply(first, live, frozenset(d.inference_id for d in validation.endpoints))
+            cluster = await read_cluster(es, backend)
+            first = plan(validation.endpoints, Live(cluster.endpoints, version), None, Options())
+            options = ApplyOptions(poll_interval=0.01)
+            result = await execute(
+                es, backend, cluster, first, env=env, reporter=LogReporter(), options=options
+            )
             assert not result.failed, result.failed
             state = (await backend.read()).state
             live = {e["inference_id"]: e for e in await es.endpoints()}
@@ -56,9 +58,7 @@ async def _apply_then_plan(version: Version, documents: list[tuple[dict[str, Any
             ]
 
 
-@settings(
-    max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large]
-)
+@settings(suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])  # examples: the profile
 @given(
     st.sampled_from([Version(8, 19, 3), Version(9, 5, 0)]).flatmap(
         lambda v: st.tuples(st.just(v), st.lists(manifests(v), min_size=1, max_size=6))
@@ -98,14 +98,11 @@ async def test_a_state_write_error_stops_every_action_before_it_is_raised(tmp_pa
     async with Elasticsearch(
         Connection(urls=("http://es",)), transport=httpx.ASGITransport(app=emulator)
     ) as es:
+        cluster = await read_cluster(es, backend)
         first = plan(validation.endpoints, Live({}, Version(9, 5)), None, Options())
-        writer = StateWriter(backend, State.new("default"), None)
         options = ApplyOptions(parallelism=4, poll_interval=0.01)
-        applier = Applier(
-            es, writer, Version(9, 5), resolve_secrets(first, Resolver(env), None), LogReporter(), options
-        )
         with pytest.raises(StateError, match="read-only"):
-            await applier.apply(first, {}, frozenset(d.inference_id for d in validation.endpoints))
-        stopped = len(emulator.cluster.endpoints)
-        await asyncio.sleep(0.1)
-        assert len(emulator.cluster.endpoints) == stopped < 40  # nothing went on after the error
+            await execute(es, backend, cluster, first, env=env, reporter=LogReporter(), options=options)
+        # Nothing goes on after the error: no task of the apply is left to send a request.
+        assert asyncio.all_tasks() == {asyncio.current_task()}
+        assert len(emulator.cluster.endpoints) < 40

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import json
 import signal
-import time
 
 import pytest
 
 from reconciler.state import State
+from tests.conftest import wait_until
 from tests.e2e import E5, MakeTool, Tool, actions, anthropic, plan_json
 
 
@@ -49,15 +49,33 @@ def test_apply_converges_when_write_responses_are_lost(make_tool: MakeTool, stat
     assert tool.live_ids() == {f"e{i}" for i in range(20)} | {"e5"}
 
 
+def stall(tool: Tool) -> None:
+    """From now on every request is answered 429 or 503 and changes nothing: a running apply can
+    make no more progress, only retry (each try costs the emulator's latency, so with tens of
+    actions left it cannot give up and exit for seconds)."""
+    tool.es("PUT", "/_emulator/faults", json={"fault_rate": 1}).raise_for_status()
+
+
+def unstall(tool: Tool) -> None:
+    """Answer again, once every request that arrived before this call has been answered.
+
+    A request sent before now may still be in the emulator's latency sleep; one more request has
+    the same latency and wakes after all of them: when it is answered (a fault, as the others),
+    none is left to be applied after the faults stop."""
+    assert tool.es("GET", "/").status_code in (429, 503)
+    tool.es("PUT", "/_emulator/faults", json={"fault_rate": 0, "latency_ms": 0}).raise_for_status()
+
+
 def test_an_apply_killed_midway_converges_when_run_again(make_tool: MakeTool) -> None:
     tool = make_tool("--latency-ms", "60")
     many(tool, 30)
     process = tool.popen("apply", "--auto-approve", "--parallelism", "2")
-    deadline = time.monotonic() + 60
-    while len(tool.live_ids()) < 8 and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_until(lambda: len(tool.live_ids()) >= 8, what="8 endpoints created by the apply")
+    stall(tool)  # the kill lands mid-apply: the apply can no longer finish before it
     process.send_signal(signal.SIGKILL)
     process.communicate()
+    assert process.returncode == -signal.SIGKILL  # killed, not exited
+    unstall(tool)
     created = tool.live_ids()
     assert 8 <= len(created) < 30
     state = State.from_json(json.loads((tool.root / "state.json").read_text()))
@@ -77,27 +95,43 @@ def test_an_apply_killed_midway_converges_when_run_again(make_tool: MakeTool) ->
     assert set(final.endpoints) == created | set(tool.live_ids())
 
 
+LOCK = "/reconciler-state/_doc/lock-default"
+
+
+def lock_attempts(tool: Tool) -> int:
+    """Requests that tried to create the cluster state's lock document."""
+    return sum(
+        r["count"]
+        for r in tool.requests()["requests"]
+        if r["method"] in ("PUT", "POST") and r["path"].endswith("/lock-default")
+    )
+
+
 def test_two_applies_at_once(make_tool: MakeTool) -> None:
-    tool = make_tool("--latency-ms", "40", state="cluster")
+    # No ML capacity: the first apply creates `embed` and then waits for its deployment, holding
+    # the lock, until the test gives the cluster capacity.
+    tool = make_tool("--ml-capacity", "0", "--max-put-wait", "0.1", state="cluster")
     many(tool, 20)
+    tool.write("embed.yaml", E5.replace("inference_id: e5", "inference_id: embed"))
     first = tool.popen("apply", "--auto-approve", "--parallelism", "1")
-    deadline = time.monotonic() + 30
-    while (
-        tool.es("GET", "/reconciler-state/_doc/lock-default").status_code != 200
-        and time.monotonic() < deadline
-    ):
-        time.sleep(0.02)
+    wait_until(lambda: tool.es("GET", LOCK).status_code == 200, what="the first apply's lock")
     second = tool("apply", "--auto-approve")
     assert second.code == 1
     assert "the state is locked: lock" in second.stderr
     assert "for apply since" in second.stderr
-    waiting = tool("apply", "--auto-approve", "--lock-timeout", "2m")
-    assert waiting.code == 0, waiting
-    first.communicate(timeout=120)
-    assert first.returncode == 0
-    assert tool.live_ids() == {f"e{i}" for i in range(20)}
+    tried = lock_attempts(tool)
+    waiting = tool.popen("apply", "--auto-approve", "--lock-timeout", "2m")
+    wait_until(lambda: lock_attempts(tool) > tried, what="the waiting apply to find the lock held")
+    assert first.poll() is None  # the first still holds it
+    tool.es("PUT", "/_emulator/ml", json={"capacity": None}).raise_for_status()
+    first_out, first_err = first.communicate(timeout=120)
+    assert first.returncode == 0, (first_out, first_err)
+    waiting_out, waiting_err = waiting.communicate(timeout=120)
+    assert waiting.returncode == 0, (waiting_out, waiting_err)  # it waited, then took the lock
+    assert lock_attempts(tool) > tried + 1  # a second try: the first had it at the waiting's first
+    assert tool.live_ids() == {f"e{i}" for i in range(20)} | {"embed"}
     assert not actions(plan_json(tool))
-    assert tool.es("GET", "/reconciler-state/_doc/lock-default").json()["found"] is False  # released
+    assert tool.es("GET", LOCK).json()["found"] is False  # released
 
 
 def test_a_lock_taken_over_during_the_prompt_stops_the_apply(
@@ -108,10 +142,11 @@ def test_a_lock_taken_over_during_the_prompt_stops_the_apply(
     tool.write("a.yaml", anthropic("a"))
     lock_file = tool.root / "state.json.lock"
 
-    def slow_human(auto_approve: bool) -> None:
+    def slow_human(auto_approve: bool) -> bool:
         # Meanwhile the lease ran out and another run took the lock.
         held = json.loads(lock_file.read_text())
         lock_file.write_text(json.dumps({**held, "id": "another-run", "pid": held["pid"] + 1}))
+        return True  # "yes"
 
     monkeypatch.setattr("reconciler.cli._confirm", slow_human)
     tool.reset_requests()

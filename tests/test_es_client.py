@@ -34,9 +34,9 @@ def run_client(url: str, *, es8: bool) -> subprocess.CompletedProcess[str]:
     ids=["9x-on-9.5", "9x-on-9.0", "8.19-on-9.5", "8.19-on-8.19"],
 )
 def test_the_official_client_works_unchanged(
-    serve_emulator: Callable[..., Served], server: str, es8: bool
+    lend_emulator: Callable[..., Served], server: str, es8: bool
 ) -> None:
-    served = serve_emulator("--version", server, "--deploy-seconds", "0")
+    served = lend_emulator("--version", server, "--deploy-seconds", "0")
     result = run_client(served.url, es8=es8)
     assert result.returncode == 0, result.stderr
     seen = json.loads(result.stdout)
@@ -55,9 +55,9 @@ def test_the_official_client_works_unchanged(
 
 
 def test_a_9x_client_is_refused_by_an_8_19_server_as_elasticsearch_refuses_it(
-    serve_emulator: Callable[..., Served],
+    lend_emulator: Callable[..., Served],
 ) -> None:
-    served = serve_emulator("--version", "8.19.3")
+    served = lend_emulator("--version", "8.19.3", "--deploy-seconds", "0")
     result = run_client(served.url, es8=False)
     assert result.returncode == 1
     assert "media_type_header_exception" in result.stderr

@@ -13,6 +13,7 @@ import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 import yaml
 
@@ -39,6 +40,17 @@ def clean_environment() -> dict[str, str]:
     """The user's environment without anything that would point the tool elsewhere."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ELASTICSEARCH_", "ES_", "RECONCILER_"))}
     return {**env, "PATH": f"{BIN}{os.pathsep}{env.get('PATH', '')}", "NO_COLOR": "1", "COLUMNS": "200"}
+
+
+# Waits shortened, nothing else: deployments allocate in 0.2 s (the emulator's default is 5 s) and
+# the tool polls them every 50 ms (its default is 1 s).
+DEPLOY_SECONDS = 0.2
+FAST_POLLS = {"RECONCILER_POLL_INTERVAL": "0.05"}
+
+
+def quick_deployments(url: str) -> None:
+    """Through the emulator's control API: the emulator runs as the README starts it."""
+    httpx.put(f"{url}/_emulator/ml", json={"deploy_seconds": DEPLOY_SECONDS}, timeout=30).raise_for_status()
 
 
 def run(args: list[str], cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -74,7 +86,8 @@ def test_the_readme_walkthrough_runs_as_shown(tmp_path: Path) -> None:
                 assert emulator.stdout is not None
                 url = re.search(r"http://\S+", emulator.stdout.readline())
                 assert url is not None
-                env["ELASTICSEARCH_URL"] = url[0]
+                quick_deployments(url[0])
+                env.update({"ELASTICSEARCH_URL": url[0], **FAST_POLLS})
             elif words[0] == "export":
                 env.update(word.split("=", 1) for word in words[1:])  # type: ignore[misc]
             elif words[0] == "reconciler":
@@ -98,7 +111,7 @@ def test_the_readme_walkthrough_runs_as_shown(tmp_path: Path) -> None:
 
     ids = {yaml.safe_load(p.read_text())["inference_id"] for p in (REPO / "manifests").glob("*.yaml")}
     assert "Plan: 5 to create" in outputs["plan --out plan.json"]
-    assert json.loads((cwd / "plan.json").read_text())["format_version"] == 1
+    assert json.loads((cwd / "plan.json").read_text())["format_version"] == 2
     assert "Apply finished: 5 done, 0 failed, 0 skipped." in outputs["apply plan.json"]
     assert "No changes" in outputs["plan --detailed-exitcode"]
     status = outputs["status"]
@@ -110,14 +123,25 @@ def test_the_readme_walkthrough_runs_as_shown(tmp_path: Path) -> None:
 
 
 def test_make_demo_tells_the_story() -> None:
-    result = subprocess.run(
+    demo = subprocess.Popen(
         [sys.executable, str(REPO / "scripts" / "demo.py")],
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=False,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        bufsize=0,  # unbuffered: reading the first line leaves the rest to communicate()
         env=clean_environment(),
     )
+    try:
+        assert demo.stdout is not None
+        first = demo.stdout.readline().decode()  # the emulator's address, printed before `validate`
+        url = re.search(r"http://\S+", first)
+        assert url is not None, first
+        quick_deployments(url[0])  # before `apply`, which the demo runs after validate and plan
+        rest, err = demo.communicate(timeout=180)
+    finally:
+        if demo.poll() is None:
+            demo.kill()
+            demo.communicate()
+    result = subprocess.CompletedProcess(demo.args, demo.returncode, first + rest.decode(), err.decode())
     assert result.returncode == 0, result
     steps = re.findall(r"^\$ reconciler (.+)$", result.stdout, re.MULTILINE)
     assert steps == ["validate", "plan", "apply --auto-approve", "plan", "status"]
@@ -154,9 +178,9 @@ def gitlab_lines() -> list[str]:
 
 @pytest.mark.parametrize("lines", [github_lines, gitlab_lines], ids=["github", "gitlab"])
 def test_the_pipeline_examples_commands_work_in_order(
-    lines: object, serve_emulator: Callable[..., Served], tmp_path: Path
+    lines: object, lend_emulator: Callable[..., Served], tmp_path: Path
 ) -> None:
-    served = serve_emulator("--deploy-seconds", "0.5")
+    served = lend_emulator("--deploy-seconds", str(DEPLOY_SECONDS))
     commands = lines()  # type: ignore[operator]
     assert any(c.startswith("reconciler apply plan.json") for c in commands)
     cwd = project(tmp_path)
@@ -165,6 +189,7 @@ def test_the_pipeline_examples_commands_work_in_order(
         **PLACEHOLDERS,
         "ELASTICSEARCH_URL": served.url,
         "RECONCILER_LOG_FORMAT": "json",
+        **FAST_POLLS,
     }
     for command in commands:
         result = run(["bash", "-c", command], cwd, env)
@@ -172,7 +197,7 @@ def test_the_pipeline_examples_commands_work_in_order(
         for line in result.stderr.splitlines():  # the examples ask for JSON logs
             assert json.loads(line)["event"], line
     assert (cwd / "plan.md").read_text().startswith("### reconciler plan\n\n**Plan: 5 to create")
-    assert json.loads((cwd / "plan.json").read_text())["format_version"] == 1
+    assert json.loads((cwd / "plan.json").read_text())["format_version"] == 2
     drift = json.loads((cwd / "drift.json").read_text())
     assert drift["findings"] == []
     assert drift["summary"]["endpoints_checked"] == 5
