@@ -9,7 +9,7 @@ import pytest
 
 from reconciler import catalog
 from reconciler.catalog import Kind, Since, Version
-from reconciler.emulator.cluster import secret_digest
+from reconciler.emulator.wording import java_str
 from tests import openapi
 from tests.conftest import Es
 
@@ -289,9 +289,7 @@ def test_doubles_print_as_java_prints_them(value: float, text: str) -> None:
 
 
 def test_maps_print_as_java_prints_them() -> None:
-    assert (
-        catalog.java_str({"a": 1, "b": [True, None], "c": {"d": 0.5}}) == "{a=1, b=[true, null], c={d=0.5}}"
-    )
+    assert java_str({"a": 1, "b": [True, None], "c": {"d": 0.5}}) == "{a=1, b=[true, null], c={d=0.5}}"
 
 
 def test_problems_carry_paths_for_the_validator() -> None:
@@ -311,71 +309,83 @@ def test_problems_carry_paths_for_the_validator() -> None:
     ]
 
 
-# -- _update: the catalog's answer agrees with the emulator's --------------------------------
-
-UPDATE_CASES = [
-    # (version, service, task type, create body, path, new value)
-    ("anthropic", "completion", "task_settings.max_tokens", 99),
-    ("anthropic", "completion", "service_settings.api_key", "rotated"),
-    ("anthropic", "completion", "service_settings.model_id", "other-model"),
-    ("anthropic", "completion", "service_settings.rate_limit", {"requests_per_minute": 9}),
-    (
-        "openai",
-        "text_embedding",
-        "chunking_settings",
-        {"strategy": "word", "max_chunk_size": 100, "overlap": 10},
-    ),
-    ("openai", "text_embedding", "service_settings.dimensions", 256),
-    ("elasticsearch", "text_embedding", "service_settings.num_allocations", 2),
-    ("elasticsearch", "text_embedding", "service_settings.num_threads", 2),
-    (
-        "elasticsearch",
-        "text_embedding",
-        "service_settings.adaptive_allocations",
-        {"enabled": True, "max_number_of_allocations": 3},
-    ),
-]
-BODIES: dict[str, dict[str, Any]] = {
-    "anthropic": {
-        "service": "anthropic",
-        "service_settings": {"api_key": "k", "model_id": "m"},
-        "task_settings": {"max_tokens": 5},
-    },
-    "openai": {
-        "service": "openai",
-        "service_settings": {"api_key": "k", "model_id": "text-embedding-3-small"},
-    },
-    "elasticsearch": {
-        "service": "elasticsearch",
-        "service_settings": {"model_id": ".multilingual-e5-small", "num_threads": 1, "num_allocations": 1},
-    },
-}
+def test_problems_that_print_a_value_carry_it_for_the_emulator_and_hide_it_from_the_validator() -> None:
+    checked = catalog.check_endpoint(
+        catalog.SERVICES["anthropic"],
+        "completion",
+        {
+            "service_settings": {
+                "api_key": "k",
+                "model_id": "m",
+                "rate_limit": {"requests_per_minute": "s3"},
+            },
+            "task_settings": {"max_tokens": 5, "temperature": "hot"},
+        },
+        Version(9, 5),
+    )
+    by_path = {p.path: p for p in checked.problems}
+    rpm = by_path["service_settings.rate_limit.requests_per_minute"]
+    assert rpm.detail == catalog.WrongType("requests_per_minute", "s3", Kind.LONG, integer_or_long=True)
+    assert (rpm.text, by_path["task_settings.temperature"].text) == ("must be an integer", "must be a number")
+    assert all("s3" not in p.text and "hot" not in p.text for p in checked.problems)
 
 
-@pytest.mark.parametrize("version", ["8.19.3", "9.0.4", "9.5.0"])
-@pytest.mark.parametrize(("service", "task_type", "path", "value"), UPDATE_CASES)
-async def test_updatable_in_place_agrees_with_the_emulator(
-    make_es: Any, version: str, service: str, task_type: str, path: str, value: Any
+# -- the deployment an in-cluster endpoint uses, and how healthy it is ---------------------------
+
+
+def test_the_deployment_id_is_the_one_given_else_the_endpoints_own() -> None:
+    assert catalog.deployment_id({"inference_id": "e5", "service_settings": {"num_threads": 1}}) == "e5"
+    assert catalog.deployment_id({"inference_id": "e5"}) == "e5"
+    assert catalog.deployment_id({"inference_id": "e5", "service_settings": None}) == "e5"
+    given = {"inference_id": "e5", "service_settings": {"deployment_id": "shared"}}
+    assert catalog.deployment_id(given) == "shared"
+    assert catalog.deployment_id({"inference_id": "e5", "service_settings": {"deployment_id": ""}}) == "e5"
+
+
+def _stats(count: int, target: int, allocation_state: str, **extra: Any) -> dict[str, Any]:
+    status = {"allocation_count": count, "target_allocation_count": target, "state": allocation_state}
+    return {"state": "started", "allocation_status": status, **extra}
+
+
+@pytest.mark.parametrize(
+    ("stats", "expected"),
+    [
+        (None, ("waiting", 0, 0, "absent", "the deployment does not exist (yet)")),
+        (_stats(2, 2, "fully_allocated"), ("done", 2, 2, "fully_allocated", None)),
+        # Adaptive allocations scaled to zero count as fully allocated.
+        (_stats(0, 0, "fully_allocated"), ("done", 0, 0, "fully_allocated", None)),
+        (_stats(1, 2, "started", reason="insufficient"), ("waiting", 1, 2, "started", "insufficient")),
+        # A target that moved since the state was computed is not done yet.
+        (_stats(1, 2, "fully_allocated"), ("waiting", 1, 2, "fully_allocated", None)),
+        ({"state": "starting"}, ("waiting", 0, 0, "starting", None)),
+        ({}, ("waiting", 0, 0, "starting", None)),
+        (
+            _stats(0, 1, "starting", state="failed", reason="model load failed"),
+            ("failed", 0, 1, "failed", "model load failed"),
+        ),
+        (
+            _stats(0, 1, "starting", nodes=[{"routing_state": {"routing_state": "failed", "reason": "oom"}}]),
+            ("failed", 0, 1, "failed", "oom"),
+        ),
+        (
+            _stats(
+                1,
+                2,
+                "started",
+                nodes=[
+                    {"routing_state": {"routing_state": "failed", "reason": "oom"}},
+                    {"routing_state": {"routing_state": "started"}},
+                ],
+            ),
+            ("waiting", 1, 2, "started", "oom"),
+        ),
+    ],
+)
+def test_deployment_health_reads_the_trained_model_stats(
+    stats: dict[str, Any] | None, expected: tuple[str, int, int, str, str | None]
 ) -> None:
-    """An in-place change the catalog allows is applied by _update; one it forbids is not."""
-    es: Es = await make_es(version=version)
-    assert (await es.put(f"/_inference/{task_type}/e", json=BODIES[service])).status_code == 200
-    section, _, name = path.partition(".")
-    update: dict[str, Any] = {section: {name: value} if name else value}
-    if (
-        section == "service_settings"
-        and service != "elasticsearch"
-        and Version.parse(version) < Version(9, 5)
-    ):
-        update[section].setdefault("api_key", "k")  # up to 9.4 service_settings are read as new secrets
-    response = await es.put(f"/_inference/{task_type}/e/_update", json=update)
-    stored = es.cluster.endpoints["e"]
-    if name == "api_key":
-        now = stored.secret_digests["api_key"] == secret_digest(value)
-    elif name:
-        now = getattr(stored, section).get(name) == value
-    else:
-        now = getattr(stored, section) == value
-    applied = response.status_code == 200 and now
-    expected = catalog.updatable_in_place(catalog.SERVICES[service], task_type, path, Version.parse(version))
-    assert applied == expected, response.text
+    assert catalog.deployment_health(stats) == expected
+
+
+# What `_update` changes in place on each version is stated, with its source, in
+# tests/es_facts/update-rules.yaml; tests/test_es_facts.py checks the emulator and the planner against it.
