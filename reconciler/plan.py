@@ -10,11 +10,18 @@ in the request bodies each secret is its `${...}` reference, and `secrets` holds
 that reference and the salted digest planned, so that applying a saved plan can tell whether the
 secret still is the one reviewed. No form of a plan holds a secret value.
 
+A saved plan may be signed: with a key (`RECONCILER_PLAN_KEY`, read by the callers), `dumps` adds
+a top-level `signature`, an HMAC-SHA256 of the canonical JSON of the rest (sorted keys, no
+spaces), and `loads` refuses a plan whose signature is missing or does not match; without a key it
+refuses a signed plan, whose signature it cannot check.
+
 Drift `Finding`s are values of the same kind: what `drift` reports, rendered like a plan.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -24,7 +31,8 @@ from typing import Any
 from reconciler import __version__
 
 FORMAT_VERSION = 2  # 2: changes carry their requests and desired body; adopt and forget
-REDACTED_CHANGED = "(sensitive, changed)"
+# The environment variable holding the key that signs saved plans (read by the callers of dumps/loads).
+PLAN_KEY_VARIABLE = "RECONCILER_PLAN_KEY"
 
 
 class Action(StrEnum):
@@ -199,8 +207,13 @@ class Plan:
             "warnings": list(self.warnings),
         }
 
-    def dumps(self) -> str:
-        return json.dumps(self.to_json(), indent=2, sort_keys=False) + "\n"
+    def dumps(self, key: str | None = None) -> str:
+        """The JSON form as a plan file holds it; with a key, signed (see `signature`)."""
+        data = self.to_json()
+        if key:
+            data = json.loads(json.dumps(data))  # what a reader will see: tuples as lists
+            data["signature"] = signature(data, key)
+        return json.dumps(data, indent=2, sort_keys=False) + "\n"
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Plan:
@@ -224,14 +237,40 @@ class Plan:
             raise PlanFormatError(f"not a plan file: {error}") from None
 
     @classmethod
-    def loads(cls, text: str) -> Plan:
+    def loads(cls, text: str, key: str | None = None) -> Plan:
+        """A plan file; with a key it must carry a matching signature, without one no signature."""
         try:
             data = json.loads(text)
         except json.JSONDecodeError as error:
             raise PlanFormatError(f"not a plan file: {error}") from None
         if not isinstance(data, dict):
             raise PlanFormatError("not a plan file: expected a JSON object")
+        _verify(data, key)
         return cls.from_json(data)
+
+
+def signature(data: Mapping[str, Any], key: str) -> str:
+    """HMAC-SHA256 of the plan's canonical JSON (sorted keys, compact), its `signature` left out."""
+    rest = {k: v for k, v in data.items() if k != "signature"}
+    canonical = json.dumps(rest, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return "hmac-sha256:" + hmac.new(key.encode(), canonical.encode(), hashlib.sha256).hexdigest()
+
+
+def _verify(data: Mapping[str, Any], key: str | None) -> None:
+    """Refuse a plan whose signature is missing or wrong (with a key), or that cannot be checked."""
+    found = data.get("signature")
+    if not key:
+        if found is not None:
+            raise PlanFormatError(
+                f"the plan is signed: set {PLAN_KEY_VARIABLE} to check its signature before it is used"
+            )
+        return
+    if found is None:
+        raise PlanFormatError(f"the plan is not signed, and {PLAN_KEY_VARIABLE} requires signed plans")
+    if not isinstance(found, str) or not hmac.compare_digest(found.encode(), signature(data, key).encode()):
+        raise PlanFormatError(
+            "the plan's signature does not match: it was changed after it was signed, or signed with another key"
+        )
 
 
 def flatten(view: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -31,7 +31,6 @@ from reconciler import catalog
 from reconciler.catalog import Service, Version
 from reconciler.model import Desired
 from reconciler.plan import (
-    REDACTED_CHANGED,
     Action,
     Change,
     DiffEntry,
@@ -42,7 +41,7 @@ from reconciler.plan import (
     Unmanaged,
     flatten,
 )
-from reconciler.sensitive import REDACTED, digest
+from reconciler.sensitive import REDACTED, REDACTED_CHANGED, digest
 from reconciler.state import EndpointRecord, State
 from reconciler.views import (
     ABSENT,
@@ -152,8 +151,22 @@ def _plan_one(
         if have is None:
             return None
         reason = "destroy" if options.destroy else "removed-from-manifests"
-        return replace(template, action=Action.DELETE, reasons=(reason,), requests=(_delete(template),))
-    return _towards(template, desired, have, record, state, cluster, options)
+        return replace(
+            template, action=Action.DELETE, reasons=(reason,), requests=(delete_request(template),)
+        )
+    secrets = _planned_secrets(desired, state)
+    return towards(
+        template, desired, have, record, secrets, cluster.version, _cause(desired, record, cluster, options)
+    )
+
+
+def _cause(desired: Desired, record: EndpointRecord | None, cluster: Live, options: Options) -> str | None:
+    """What makes an existing endpoint a replace whatever its diff: --replace, or a failed deployment."""
+    if desired.inference_id in options.replace:
+        return "forced"
+    if record is not None and record.tainted and not _healthy(desired, cluster):
+        return "tainted"
+    return None
 
 
 def _refresh(template: Change, desired: Desired | None, record: EndpointRecord) -> Change:
@@ -165,20 +178,20 @@ def _refresh(template: Change, desired: Desired | None, record: EndpointRecord) 
     return replace(template, action=Action.READ, reasons=("drift",), diff=tuple(drift), after=template.before)
 
 
-def _towards(
+def towards(
     template: Change,
     desired: Desired,
     have: Mapping[str, Any] | None,
     record: EndpointRecord | None,
-    state: State,
-    cluster: Live,
-    options: Options,
+    secrets: Mapping[str, PlannedSecret],
+    version: Version,
+    cause: str | None = None,
 ) -> Change:
-    """The change that brings an endpoint of the manifests from `have` (None: absent) to `desired`."""
-    version = cluster.version
+    """The change that brings an endpoint of the manifests from `have` (None: absent) to `desired`,
+    its secrets as planned; `cause` (`forced`, `tainted`) makes an existing endpoint a replace.
+    The re-check of a saved plan (`plancheck`) rebuilds its changes with it."""
     service = catalog.SERVICES[desired.written_service]
     want = expected_view(desired, version)
-    secrets = _planned_secrets(desired, state)
     put = _put(desired, version)
     template = replace(
         template,
@@ -195,10 +208,8 @@ def _towards(
         reason = "missing-from-cluster" if record is not None else "new"
         return replace(template, action=Action.CREATE, reasons=(reason,), requests=(put,))
     diff, reasons = _causes(desired, want, have, record, secrets)
-    if desired.inference_id in options.replace:
-        reasons.insert(0, "forced")
-    elif record is not None and record.tainted and not _healthy(desired, cluster):
-        reasons.insert(0, "tainted")
+    if cause is not None:
+        reasons.insert(0, cause)
     if not reasons:
         return _recorded(template, record)
     blocking = tuple(d.path for d in diff if not _updatable(service, desired.task_type, d, version))
@@ -209,7 +220,7 @@ def _towards(
             reasons=tuple(reasons),
             diff=tuple(diff),
             replace_paths=blocking,
-            requests=(_delete(template, task_type=str(have["task_type"])), put),
+            requests=(delete_request(template, task_type=str(have["task_type"])), put),
         )
     body = _update_body(desired, service, [d.path for d in diff], template.before or {}, version)
     update = Request("PUT", _endpoint_path(desired.task_type, desired.inference_id) + "/_update", body=body)
@@ -266,7 +277,7 @@ def _endpoint_path(task_type: str, inference_id: str) -> str:
     return f"/_inference/{quote(task_type, safe='')}/{quote(inference_id, safe='')}"
 
 
-def _delete(change: Change, task_type: str | None = None) -> Request:
+def delete_request(change: Change, task_type: str | None = None) -> Request:
     """DELETE of the endpoint as it exists (its own task type); `with_references` may add force."""
     return Request("DELETE", _endpoint_path(task_type or change.task_type, change.inference_id))
 
@@ -339,7 +350,14 @@ def _external_settings(
                 name = path.split(".")[1]
                 settings[name] = wanted.get(name)
     if any(p in secret_paths for p in paths) or (settings and not newest):
-        settings = with_secrets(settings, desired.secret_references)
+        # The catalog's secrets go together; a value from a reference in any other field (a
+        # `model_id: ${...}`) only when it changed: the server refuses what it cannot update.
+        references = {
+            p: r
+            for p, r in desired.secret_references.items()
+            if p.split(".")[0] in catalog.SECRET_FIELD_NAMES or f"service_settings.{p}" in paths
+        }
+        settings = with_secrets(settings, references)
     return settings
 
 
@@ -462,9 +480,12 @@ def _warnings(desired: Sequence[Desired]) -> list[str]:
 
 
 def needs_references(planned: Plan) -> list[tuple[str, str]]:
-    """(inference_id, task_type) of every planned delete and replace: the only ones to check."""
+    """(inference_id, task_type) of every planned delete and replace: the only ones to check. The
+    task type is the live endpoint's (a replace may change it; the dry run deletes what exists)."""
     return [
-        (c.inference_id, c.task_type) for c in planned.changes if c.action in (Action.DELETE, Action.REPLACE)
+        (c.inference_id, str((c.before or {}).get("task_type") or c.task_type))
+        for c in planned.changes
+        if c.action in (Action.DELETE, Action.REPLACE)
     ]
 
 
@@ -489,7 +510,7 @@ def _referenced(change: Change, allowed: bool, errors: list[str]) -> Change:
     if not change.referenced:
         return change
     if allowed:
-        return replace(change, requests=tuple(_forced(r) for r in change.requests))
+        return replace(change, requests=tuple(forced(r) for r in change.requests))
     uses = "; ".join(f"{kind}: {', '.join(names)}" for kind, names in change.references.items() if names)
     errors.append(
         f"{change.inference_id}: a {change.action.value} of an endpoint in use ({uses}) needs --allow-referenced"
@@ -497,7 +518,7 @@ def _referenced(change: Change, allowed: bool, errors: list[str]) -> Change:
     return change
 
 
-def _forced(request: Request) -> Request:
+def forced(request: Request) -> Request:
     """A DELETE that goes through although pipelines or indexes use the endpoint."""
     return (
         replace(request, query={**request.query, "force": "true"}) if request.method == "DELETE" else request

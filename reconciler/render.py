@@ -10,8 +10,8 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from reconciler.plan import REDACTED_CHANGED, Action, Change, Finding, Plan, flatten
-from reconciler.sensitive import REDACTED
+from reconciler.plan import Action, Change, Finding, Plan, flatten
+from reconciler.sensitive import REDACTED, REDACTED_CHANGED
 
 MARKDOWN_LIMIT = 60_000
 _COLORS = {"+": "32", "~": "33", "-": "31", "-/+": "35", "<=": "36", "=": "36", "-=": "36"}

@@ -48,20 +48,24 @@ OWNERS = {
 }
 CATALOG = "reconciler.catalog"
 PURE = (CATALOG, "reconciler.model", "reconciler.state", "reconciler.plan", "reconciler.views",
-        "reconciler.planner", "reconciler.render", "reconciler.sensitive")  # fmt: skip
+        "reconciler.planner", "reconciler.plancheck", "reconciler.render", "reconciler.sensitive")  # fmt: skip
 # Top to bottom: a module may import modules of the layers below its own, never above or beside.
 LAYERS = (
     ("reconciler.cli",),
+    ("reconciler.options",),
     ("reconciler.workflows", "reconciler.display"),
     ("reconciler.importer", "reconciler.reports"),
     ("reconciler.applier", "reconciler.session", "reconciler.render"),
     ("reconciler.progress",),
+    ("reconciler.plancheck",),
     ("reconciler.planner",),
     ("reconciler.views",),
     ("reconciler.plan",),
     ("reconciler.storage",),
     ("reconciler.client",),
+    ("reconciler.connection",),
     ("reconciler.manifests",),
+    ("reconciler.manifests_yaml",),
     ("reconciler.resolver",),
     ("reconciler.model",),
     ("reconciler.state",),
