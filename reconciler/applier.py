@@ -27,7 +27,7 @@ from reconciler.client import ApiError, Elasticsearch, ElasticsearchError, Respo
 from reconciler.plan import Action, Change, Plan, Request
 from reconciler.progress import DeploymentStatus, Reporter
 from reconciler.resolver import Resolver
-from reconciler.sensitive import BadReferenceError, Secret, digest
+from reconciler.sensitive import BadReferenceError, Secret, digest, masked
 from reconciler.state import EndpointRecord, State
 from reconciler.storage import Backend, now_iso
 
@@ -285,12 +285,15 @@ class Applier:
             return replace(previous, applied=views.live_view(echo), applied_at=now_iso())
         secrets = self.secrets.get(change.inference_id, {})
         salt = self.writer.base.salt
+        digests = {path: digest(secret, salt) for path, secret in secrets.items()}
+        applied = views.live_view(echo)  # a referenced value the server echoes is masked (DESIGN §9)
+        applied["service_settings"] = masked(applied["service_settings"], digests, salt)
         return EndpointRecord(
             task_type=change.task_type,
             service=change.service,
             requested=requested_view(change),
-            applied=views.live_view(echo),
-            secret_digests={path: digest(secret, salt) for path, secret in secrets.items()},
+            applied=applied,
+            secret_digests=digests,
             lifecycle=dict(change.lifecycle),
             applied_at=now_iso(),
             tainted=tainted,
@@ -359,7 +362,20 @@ class Applier:
     async def _wait(self, changes: Sequence[Change]) -> None:
         if not changes:
             return
-        results = await wait_for_deployments(
+        by_id = {c.inference_id: c for c in changes}
+
+        async def settled(status: DeploymentStatus) -> None:
+            # Recorded at the poll that saw it, not after the others: an apply stopped while it
+            # still waits for them keeps the taint, and the next plan replaces the endpoint.
+            if status.outcome == "done":
+                return
+            change = by_id[status.inference_id]
+            self._outcome(change, "failed", wait_failure(status), "wait")
+            record = self.writer.endpoints.get(change.inference_id)
+            if record is not None:
+                await self.writer.put(change.inference_id, replace(record, tainted=True))
+
+        await wait_for_deployments(
             self.es,
             {
                 c.inference_id: (
@@ -371,15 +387,8 @@ class Applier:
             self.reporter,
             self.options.poll_interval,
             self.sleep,
+            on_done=settled,
         )
-        for change in changes:
-            status = results[change.inference_id]
-            if status.outcome == "done":
-                continue
-            self._outcome(change, "failed", wait_failure(status), "wait")
-            record = self.writer.endpoints.get(change.inference_id)
-            if record is not None:
-                await self.writer.put(change.inference_id, replace(record, tainted=True))
 
 
 def _has_path(settings: Mapping[str, Any], path: str) -> bool:
@@ -403,16 +412,20 @@ async def wait_for_deployments(
     reporter: Reporter,
     interval: float,
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    *,
+    on_done: Callable[[DeploymentStatus], Awaitable[None]] | None = None,
 ) -> dict[str, DeploymentStatus]:
     """Poll every pending deployment with one stats request per interval until each is done,
-    failed or past its deadline. `pending` maps endpoint id to (deployment id, timeout seconds)."""
+    failed or past its deadline. `pending` maps endpoint id to (deployment id, timeout seconds);
+    `on_done` is awaited with each deployment's final status at the poll that settles it."""
     started = time.monotonic()
     results: dict[str, DeploymentStatus] = {}
     while True:
         open_ids = [i for i in pending if i not in results]
         stats = await es.deployment_stats([pending[i][0] for i in open_ids])
         elapsed = time.monotonic() - started
-        shown = []
+        shown: list[DeploymentStatus] = []
+        settled: list[DeploymentStatus] = []
         for inference_id in pending:
             if inference_id in results:
                 shown.append(results[inference_id])
@@ -426,8 +439,12 @@ async def wait_for_deployments(
             )
             if outcome != "waiting":
                 results[inference_id] = status
+                settled.append(status)
             shown.append(status)
         reporter.poll(shown)
+        if on_done is not None:
+            for status in settled:
+                await on_done(status)
         if len(results) == len(pending):
             return results
         await sleep(interval)

@@ -1,53 +1,42 @@
 """Reading the desired state: manifest files into validated `Desired` endpoints, or located errors.
 
-The one module that reads YAML. Files are read recursively (`*.yaml`, `*.yml`) in sorted order,
-several documents per file; every value keeps its line, so each error reads
-`file:line: field.path: message`. YAML is read with the 1.2 core schema (`yes` stays a string),
-duplicate keys are refused, and merge keys (`<<`) work.
+Files are read recursively (`*.yaml`, `*.yml`) in sorted order, several documents per file, by
+`reconciler.manifests_yaml` (the YAML rules and the parsing bounds); every value keeps its line, so
+each error reads `file:line: field.path: message`.
 
 Validation is offline and reports everything at once: the manifest format (`reconciler.model`),
 the id rules, then the service catalog for the chosen Elasticsearch version, after references are
 resolved (`reconciler.sensitive`). Secrets never reach a message: the catalog is shown a
 placeholder in their place, and messages never print a value.
+
+A value that came from a reference is a secret in any field (DESIGN.md §9): besides the catalog's
+secret fields, every `service_settings` value holding a `${...}` (at `key` or `key.inner`) goes to
+`Desired.secrets` / `secret_references` and out of `service_settings`, so plans show `(sensitive)`,
+compare its digest and send its reference. A reference anywhere else (a list, deeper, another
+section, the top level) is refused: nothing could keep it from being shown. `$${` stays literal.
 """
 
 from __future__ import annotations
 
 import difflib
 import re
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import ValidationError
 
 from reconciler import catalog
 from reconciler.catalog import Kind, Service, Version
+from reconciler.manifests_yaml import Document, ManifestError, dump_manifest, read_documents
 from reconciler.model import Desired, Manifest, Source, parse_duration
 from reconciler.resolver import Resolver
-from reconciler.sensitive import REDACTED, BadReferenceError, Secret, is_single_reference
+from reconciler.sensitive import REDACTED, BadReferenceError, Secret, is_single_reference, references
 
 SECTIONS = ("service_settings", "task_settings", "chunking_settings")
 TOP_LEVEL_KEYS = tuple(Manifest.model_fields)
-
-
-@dataclass(frozen=True, order=True)
-class ManifestError:
-    """One problem, located: `file:line: path: message` (also used for warnings)."""
-
-    file: str
-    line: int
-    path: str
-    message: str
-
-    def __str__(self) -> str:
-        return (
-            f"{self.file}:{self.line}: {self.path}: {self.message}"
-            if self.path
-            else f"{self.file}:{self.line}: {self.message}"
-        )
+__all__ = ["ManifestError", "Validation", "dump_manifest", "load", "load_files", "manifest_files"]
 
 
 @dataclass(frozen=True)
@@ -62,140 +51,6 @@ class Validation:
     @property
     def ok(self) -> bool:
         return not self.errors
-
-
-# -- YAML with lines ---------------------------------------------------------------------------
-
-_BASE_LOADER: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-
-
-class _Loader(_BASE_LOADER):  # type: ignore[valid-type, misc]
-    """libyaml's parser with the YAML 1.2 core schema's implicit types."""
-
-    yaml_implicit_resolvers: dict[Any, Any] = {}  # noqa: RUF012 - PyYAML's class-level registry
-
-
-for _tag, _pattern, _first in (
-    ("null", r"~|null|Null|NULL|", ["~", "n", "N", ""]),
-    ("bool", r"true|True|TRUE|false|False|FALSE", list("tTfF")),
-    ("int", r"[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+", list("-+0123456789")),
-    (
-        "float",
-        r"[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN)",
-        list("-+.0123456789"),
-    ),
-    ("merge", r"<<", ["<"]),
-):
-    _Loader.add_implicit_resolver(f"tag:yaml.org,2002:{_tag}", re.compile(rf"^(?:{_pattern})$"), _first)
-
-_TAG = "tag:yaml.org,2002:"
-
-
-class _YamlError(Exception):
-    def __init__(self, line: int, path: str, message: str) -> None:
-        super().__init__(message)
-        self.line = line
-        self.path = path
-        self.message = message
-
-
-@dataclass
-class _Document:
-    file: str
-    line: int
-    data: Any
-    lines: dict[str, int] = field(default_factory=dict)
-
-    def line_of(self, path: str) -> int:
-        """The line of a path, or of its nearest parent present (a missing key points at its parent)."""
-        while path:
-            if path in self.lines:
-                return self.lines[path]
-            path = re.sub(r"(\.[^.\[]*|\[\d+\])$", "", path) if ("." in path or "[" in path) else ""
-        return self.line
-
-
-def _scalar(node: yaml.ScalarNode) -> Any:
-    tag, text = node.tag, node.value
-    if tag == _TAG + "str":
-        return text
-    if tag == _TAG + "null":
-        return None
-    if tag == _TAG + "bool":
-        return text.lower() == "true"
-    if tag == _TAG + "int":
-        return int(text, 0) if text[:2] in ("0o", "0x") else int(text, 10)
-    if tag == _TAG + "float":
-        lowered = text.lower()
-        if lowered.endswith(".inf"):
-            return float("-inf") if lowered.startswith("-") else float("inf")
-        return float("nan") if lowered == ".nan" else float(text)
-    raise _YamlError(node.start_mark.line + 1, "", f"the tag {tag} is not supported")
-
-
-def _build(node: yaml.Node, path: str, doc: _Document) -> Any:
-    if isinstance(node, yaml.ScalarNode):
-        return _scalar(node)
-    if isinstance(node, yaml.SequenceNode):
-        items = []
-        for i, item in enumerate(node.value):
-            item_path = f"{path}[{i}]"
-            doc.lines[item_path] = item.start_mark.line + 1
-            items.append(_build(item, item_path, doc))
-        return items
-    assert isinstance(node, yaml.MappingNode)
-    result: dict[str, Any] = {}
-    merged: dict[str, Any] = {}
-    first_line: dict[str, int] = {}
-    for key_node, value_node in node.value:
-        if key_node.tag == _TAG + "merge":
-            sources = value_node.value if isinstance(value_node, yaml.SequenceNode) else [value_node]
-            for source in sources:
-                built = _build(source, path, doc)
-                if not isinstance(built, dict):
-                    raise _YamlError(key_node.start_mark.line + 1, path, "a merge key (<<) needs a mapping")
-                merged = {**built, **merged}
-            continue
-        if not isinstance(key_node, yaml.ScalarNode):
-            raise _YamlError(key_node.start_mark.line + 1, path, "keys must be plain strings")
-        key = str(key_node.value)
-        line = key_node.start_mark.line + 1
-        key_path = f"{path}.{key}" if path else key
-        if key in first_line:
-            raise _YamlError(line, key_path, f"duplicate key (first at line {first_line[key]})")
-        first_line[key] = line
-        doc.lines[key_path] = line
-        result[key] = _build(value_node, key_path, doc)
-    return {**merged, **result}
-
-
-def _read_documents(path: Path, display: str) -> Iterator[_Document | ManifestError]:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as error:
-        yield ManifestError(display, 1, "", f"cannot read the file: {error}")
-        return
-    loader = _Loader(text)
-    try:
-        while loader.check_node():
-            node = loader.get_node()
-            if node is None:
-                continue
-            doc = _Document(display, node.start_mark.line + 1, None)
-            try:
-                doc.data = _build(node, "", doc)
-            except _YamlError as error:
-                yield ManifestError(display, error.line, error.path, error.message)
-                continue
-            if doc.data is not None:
-                yield doc
-    except yaml.MarkedYAMLError as error:
-        mark = error.problem_mark or error.context_mark
-        line = mark.line + 1 if mark is not None else 1
-        problem = " ".join(str(part) for part in (error.context, error.problem) if part)
-        yield ManifestError(display, line, "", f"YAML syntax error: {problem}")
-    finally:
-        loader.dispose()
 
 
 def manifest_files(root: Path) -> list[Path]:
@@ -229,7 +84,7 @@ def load_files(
     seen: dict[str, tuple[str, int]] = {}
     duplicated: set[str] = set()
     for path in files:
-        for item in _read_documents(path, str(path)):
+        for item in read_documents(path, str(path)):
             if isinstance(item, ManifestError):
                 errors.append(item)
                 continue
@@ -262,7 +117,7 @@ def load_files(
 class _Checker:
     """Validates one document; collects errors and warnings rather than stopping at the first."""
 
-    def __init__(self, doc: _Document, version: Version, resolver: Resolver) -> None:
+    def __init__(self, doc: Document, version: Version, resolver: Resolver) -> None:
         self.doc = doc
         self.version = version
         self.resolver = resolver
@@ -296,15 +151,12 @@ class _Checker:
         wait_timeout = self._check_wait(manifest, service)
         if self.errors or manifest is None or not isinstance(inference_id, str):
             return None
-        settings = {
-            k: v for k, v in resolved["service_settings"].items() if k not in catalog.SECRET_FIELD_NAMES
-        }
         return Desired(
             inference_id=inference_id,
             task_type=task_type,
             service=service.stored_name(self.version),
             written_service=service.name,
-            service_settings=settings,
+            service_settings=_without(resolved["service_settings"], secrets),
             secrets=secrets,
             secret_references=self.secret_references,
             task_settings=resolved.get("task_settings"),
@@ -383,30 +235,52 @@ class _Checker:
     # -- references and secrets ----------------------------------------------------------------
 
     def _references(self, data: dict[str, Any]) -> tuple[dict[str, Secret], dict[str, Any]]:
-        """Resolve references; secrets come out as `Secret`s, placeholders stand in for them."""
-        secret_names = catalog.SECRET_FIELD_NAMES
+        """Resolve references; secrets come out as `Secret`s. A catalog secret leaves a placeholder
+        in `resolved`; any other value from a reference is a secret too, resolved there for the
+        catalog's checks only. Outside service_settings a reference is refused."""
         secrets: dict[str, Secret] = {}
         resolved: dict[str, Any] = {}
         for key, value in data.items():
             if key == "service_settings" and isinstance(value, dict):
-                settings: dict[str, Any] = {}
-                for name, item in value.items():
-                    path = f"service_settings.{name}"
-                    if name in secret_names and isinstance(item, dict):
-                        settings[name] = {
-                            inner: self._secret(f"{path}.{inner}", raw, secrets, f"{name}.{inner}")
-                            for inner, raw in item.items()
-                        }
-                    elif name in secret_names:
-                        settings[name] = self._secret(path, item, secrets, name)
-                    else:
-                        settings[name] = self._resolve(path, item)
-                resolved[key] = settings
+                resolved[key] = {
+                    name: self._setting(f"{key}.{name}", name, item, secrets) for name, item in value.items()
+                }
             elif key in ("lifecycle", "wait"):
                 resolved[key] = value
             else:
                 resolved[key] = self._resolve(key, value)
         return secrets, resolved
+
+    def _setting(self, path: str, name: str, item: Any, secrets: dict[str, Secret]) -> Any:
+        if name in catalog.SECRET_FIELD_NAMES and isinstance(item, dict):
+            return {
+                inner: self._secret(f"{path}.{inner}", raw, secrets, f"{name}.{inner}")
+                for inner, raw in item.items()
+            }
+        if name in catalog.SECRET_FIELD_NAMES:
+            return self._secret(path, item, secrets, name)
+        if isinstance(item, dict):
+            return {
+                inner: self._referenced(f"{path}.{inner}", raw, secrets, f"{name}.{inner}")
+                if _has_reference(raw)
+                else self._resolve(f"{path}.{inner}", raw)
+                for inner, raw in item.items()
+            }
+        if _has_reference(item):
+            return self._referenced(path, item, secrets, name)
+        return self._resolve(path, item)
+
+    def _referenced(self, path: str, value: str, secrets: dict[str, Secret], key: str) -> str:
+        """A value that came from a reference, in a field the catalog does not mark secret."""
+        try:
+            resolved = self.resolver.resolve(value)
+        except BadReferenceError as error:
+            hint = " (write $${ for a literal ${)" if "not set" in str(error) else ""
+            self.error(path, f"{error}{hint}")
+            return value
+        secrets[key] = Secret(resolved)
+        self.secret_references[key] = value
+        return resolved
 
     def _secret(self, path: str, value: Any, secrets: dict[str, Secret], key: str) -> str:
         example = (
@@ -427,12 +301,17 @@ class _Checker:
         return REDACTED
 
     def _resolve(self, path: str, value: Any) -> Any:
+        """A value where a reference could not be kept secret: `$${` escapes undone, references refused."""
         if isinstance(value, str):
+            if "${" not in value:
+                return value
             try:
-                return self.resolver.resolve(value) if "${" in value else value
+                if _has_reference(value):
+                    self.error(path, _NOT_HERE)
+                    return value
+                return self.resolver.resolve(value)
             except BadReferenceError as error:
-                hint = " (write $${ for a literal ${)" if "not set" in str(error) else ""
-                self.error(path, f"{error}{hint}")
+                self.error(path, str(error))
                 return value
         if isinstance(value, dict):
             return {k: self._resolve(f"{path}.{k}", v) for k, v in value.items()}
@@ -462,6 +341,9 @@ class _Checker:
         checked = catalog.check_endpoint(service, task_type, body, self.version)
         for problem in checked.problems:
             message = problem.text
+            for secret in secrets.values():  # a value from a reference never reaches a message
+                if secret.reveal():
+                    message = message.replace(secret.reveal(), REDACTED)
             if problem.unknown is not None:
                 message += self._known(service, task_type, problem.path)
             self.error(problem.path, message)
@@ -482,6 +364,8 @@ class _Checker:
 
     def _check_model(self, service: Service, task_type: str, settings: dict[str, Any]) -> None:
         model_id = settings.get("model_id")
+        if "model_id" in self.secret_references:
+            model_id = self.secret_references["model_id"]  # from a reference: named, never shown
         builtin = catalog.BUILTIN_MODELS.get(model_id) if isinstance(model_id, str) else None
         if builtin is not None and builtin.task_type != task_type:
             self.warn(
@@ -538,6 +422,36 @@ def resolved_value(resolver: Resolver, value: Any) -> Any:
         return None
 
 
+_NOT_HERE = (
+    "a reference must be the whole value of a service_settings field at most two levels deep "
+    "(service_settings.key or service_settings.key.inner): not in a list, deeper, or another section"
+)
+
+
+def _has_reference(value: Any) -> bool:
+    """Whether a string holds a `${...}` reference (a malformed one counts; `$${` does not)."""
+    if not isinstance(value, str) or "${" not in value:
+        return False
+    try:
+        return bool(references(value))
+    except BadReferenceError:
+        return True
+
+
+def _without(settings: Mapping[str, Any], secrets: Mapping[str, Secret]) -> dict[str, Any]:
+    """service_settings without the catalog's secret fields and the secret paths (`key`, `key.inner`)."""
+    out = {k: dict(v) if isinstance(v, dict) else v for k, v in settings.items()}
+    for name in catalog.SECRET_FIELD_NAMES & set(out):
+        del out[name]
+    for path in secrets:
+        top, _, inner = path.partition(".")
+        if inner and isinstance(out.get(top), dict):
+            out[top].pop(inner, None)
+        else:
+            out.pop(top, None)
+    return out
+
+
 def _single_reference(text: str) -> bool:
     try:
         return is_single_reference(text)
@@ -569,23 +483,3 @@ def _format_message(problem: Any, path: str) -> str:
     if kind == "value_error":
         return str(problem["msg"]).removeprefix("Value error, ")
     return _FORMAT_MESSAGES.get(kind, str(problem["msg"]))
-
-
-# -- writing manifests (import) ----------------------------------------------------------------
-
-
-class _Dumper(yaml.SafeDumper):
-    """Quotes exactly the strings a YAML 1.2 reader would take for something else (0e0, true, ~)."""
-
-    yaml_implicit_resolvers: dict[Any, Any] = {}  # noqa: RUF012 - PyYAML's class-level registry
-
-
-_Dumper.yaml_implicit_resolvers = dict(_Loader.yaml_implicit_resolvers)
-
-
-def dump_manifest(manifest: Mapping[str, Any], comment: str = "") -> str:
-    """One manifest as YAML, keys in the order given, readable back with the 1.2 core schema."""
-    header = "".join(f"# {line}\n" for line in comment.splitlines())
-    return header + yaml.dump(
-        dict(manifest), Dumper=_Dumper, sort_keys=False, default_flow_style=False, allow_unicode=True
-    )

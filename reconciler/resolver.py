@@ -3,21 +3,40 @@
 `${NAME}` reads the environment variable NAME; `${file:PATH}` reads a file (relative to the working
 directory) and strips one trailing newline; `$${` is a literal `${`. Errors name the reference,
 never a value. The environment and the file reader are injectable, for tests.
+
+Manifests are untrusted (DESIGN.md §9): `${file:PATH}` reads regular files only (a FIFO, a device
+such as /dev/zero or a directory is refused before it is opened, and the file is opened
+non-blocking), and at most `MAX_FILE_BYTES` (64 KiB) of them.
 """
 
 from __future__ import annotations
 
+import os
 import re
+import stat
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from reconciler.sensitive import TOKEN, BadReferenceError, Reference, references
 
+MAX_FILE_BYTES = 64 * 1024
+
 
 def read_secret_file(path: str) -> str:
-    text = Path(path).read_text()
-    return text.removesuffix("\n")
+    """A regular file's text, one trailing newline removed; OSError for anything else or too big."""
+    if not stat.S_ISREG(os.stat(path).st_mode):
+        raise OSError(0, "not a regular file")
+    descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    with os.fdopen(descriptor, "rb") as file:
+        if not stat.S_ISREG(os.fstat(file.fileno()).st_mode):  # swapped since the first look
+            raise OSError(0, "not a regular file")
+        data = file.read(MAX_FILE_BYTES + 1)
+    if len(data) > MAX_FILE_BYTES:
+        raise OSError(0, f"larger than {MAX_FILE_BYTES // 1024} KiB")
+    try:
+        return data.decode("utf-8").removesuffix("\n")
+    except UnicodeDecodeError:
+        raise OSError(0, "not UTF-8 text") from None
 
 
 @dataclass(frozen=True)

@@ -15,10 +15,12 @@ from __future__ import annotations
 import hashlib
 import hmac
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import NoReturn
+from typing import Any, NoReturn
 
 REDACTED = "(sensitive)"
+REDACTED_CHANGED = "(sensitive, changed)"
 TOKEN = re.compile(r"\$\$\{|\$\{([^}]*)\}")
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
@@ -93,3 +95,18 @@ def references(text: str) -> list[Reference]:
 def is_single_reference(text: str) -> bool:
     refs = references(text)
     return len(refs) == 1 and refs[0].text == text
+
+
+def masked(settings: Mapping[str, Any], digests: Mapping[str, str], salt: str) -> dict[str, Any]:
+    """What the server echoes of service_settings, fit to show: the value at each secret path
+    (`key` or `key.inner`) it holds becomes `(sensitive)` when its digest is the recorded one and
+    `(sensitive, changed)` when not (a referenced `model_id` comes back from GET /_inference)."""
+    out = {k: dict(v) if isinstance(v, Mapping) else v for k, v in settings.items()}
+    for path, recorded in digests.items():
+        top, _, inner = path.partition(".")
+        holder = out.get(top) if inner else out
+        key = inner or top
+        if isinstance(holder, dict) and key in holder:
+            same = digest(Secret(str(holder[key])), salt) == recorded
+            holder[key] = REDACTED if same else REDACTED_CHANGED
+    return out

@@ -21,6 +21,7 @@ from reconciler.catalog import Version
 from reconciler.client import ApiError, Elasticsearch
 from reconciler.manifests import Validation, load
 from reconciler.plan import Plan
+from reconciler.sensitive import masked
 from reconciler.state import State
 from reconciler.storage import Backend
 
@@ -64,7 +65,18 @@ async def read_cluster(es: Elasticsearch, backend: Backend) -> Cluster:
             f"Elasticsearch {version} is not supported: this tool knows 8.19 and 9.0 to 9.5"
         )
     endpoints, snapshot = await asyncio.gather(es.endpoints(), backend.read())
-    return Cluster(info, version, {e["inference_id"]: e for e in endpoints}, snapshot.state, snapshot.token)
+    live = {e["inference_id"]: _shown(e, snapshot.state) for e in endpoints}
+    return Cluster(info, version, live, snapshot.state, snapshot.token)
+
+
+def _shown(endpoint: Mapping[str, Any], state: State | None) -> Mapping[str, Any]:
+    """A live endpoint as every command may see it: what the server echoes of a value that came
+    from a reference (a `model_id: ${...}`) is masked at the secret paths the state records."""
+    record = state.endpoints.get(str(endpoint.get("inference_id"))) if state is not None else None
+    settings = endpoint.get("service_settings")
+    if state is None or record is None or not record.secret_digests or not isinstance(settings, Mapping):
+        return endpoint
+    return {**endpoint, "service_settings": masked(settings, record.secret_digests, state.salt)}
 
 
 @dataclass(frozen=True)

@@ -115,11 +115,15 @@ service_settings:
     result = load_texts(tmp_path, {"c.yaml": text}, env={"HOST": "api.example.com", "KEY": "s3cret"})
     assert result.ok, result.errors
     (endpoint,) = result.endpoints
-    assert endpoint.service_settings["url"] == "https://api.example.com/v1/embed"
+    # A value that came from a reference is a secret, whatever the field (DESIGN.md §9).
+    assert "url" not in endpoint.service_settings
+    assert endpoint.secrets["url"] == Secret("https://api.example.com/v1/embed")
+    assert endpoint.secret_references["url"] == "https://${HOST}/v1/embed"
     assert endpoint.service_settings["request"] == '{"input": ${input}}'
     assert endpoint.service_settings["headers"] == {"Authorization": "Bearer ${api_key}"}
     assert "secret_parameters" not in endpoint.service_settings
-    assert endpoint.secrets == {"secret_parameters.api_key": Secret("s3cret")}
+    assert endpoint.secrets["secret_parameters.api_key"] == Secret("s3cret")
+    assert set(endpoint.secrets) == {"url", "secret_parameters.api_key"}
 
 
 def test_file_references_strip_one_trailing_newline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -306,3 +310,75 @@ def test_the_schema_accepts_the_examples_and_catches_mistakes() -> None:
     assert any("modle_id" in e.message for e in validator.iter_errors(bad))
     bad = yaml.safe_load(CLAUDE.replace("anthropic", "antropic"))
     assert list(validator.iter_errors(bad))
+
+
+# -- DESIGN.md §9: a value that came from ${...} is sensitive in every field ------------------
+
+CUSTOM = """\
+inference_id: custom
+task_type: text_embedding
+service: custom
+service_settings:
+  url: https://api.example.com/v1/embed
+  request: '{"input": $${input}}'
+  headers: {Authorization: "Bearer ${TOKEN}", X-Static: plain}
+  response: {json_parser: {text_embeddings: "$.data[*].embedding"}}
+  secret_parameters:
+    api_key: ${KEY}
+"""
+
+
+def test_a_reference_in_any_field_is_a_secret(tmp_path: Path) -> None:
+    text = CLAUDE.replace("claude-3-5-sonnet-20240620", "${MODEL}")
+    result = load_texts(tmp_path, {"c.yaml": text}, env={"KEY": "sk-1", "MODEL": "sk-model-canary"})
+    assert result.ok, result.errors
+    (endpoint,) = result.endpoints
+    assert "model_id" not in endpoint.service_settings
+    assert endpoint.secrets == {"api_key": Secret("sk-1"), "model_id": Secret("sk-model-canary")}
+    assert endpoint.secret_references == {"api_key": "${KEY}", "model_id": "${MODEL}"}
+    assert "sk-model-canary" not in repr(endpoint)
+
+
+def test_a_reference_one_level_down_is_a_secret_and_templates_stay_literal(tmp_path: Path) -> None:
+    result = load_texts(tmp_path, {"c.yaml": CUSTOM}, env={"KEY": "sk-1", "TOKEN": "tok-canary"})
+    assert result.ok, result.errors
+    (endpoint,) = result.endpoints
+    assert endpoint.service_settings["headers"] == {"X-Static": "plain"}
+    assert endpoint.service_settings["request"] == '{"input": ${input}}'  # $${ stays a template
+    assert endpoint.secrets["headers.Authorization"] == Secret("Bearer tok-canary")
+    assert endpoint.secret_references["headers.Authorization"] == "Bearer ${TOKEN}"
+
+
+def test_the_planner_redacts_a_referenced_model_id_and_sends_its_reference(tmp_path: Path) -> None:
+    from reconciler.planner import Live, plan
+    from reconciler.state import State
+
+    text = CLAUDE.replace("claude-3-5-sonnet-20240620", "${MODEL}")
+    result = load_texts(tmp_path, {"c.yaml": text}, env={"KEY": "sk-1", "MODEL": "sk-model-canary"})
+    assert result.ok, result.errors
+    planned = plan(list(result.endpoints), Live({}, V95), State("lineage", 1, "default", "salt"))
+    assert "sk-model-canary" not in planned.dumps()
+    (change,) = planned.changes
+    assert change.after is not None
+    assert change.after["service_settings"]["model_id"] == "(sensitive)"
+    (put,) = change.requests
+    assert put.body is not None
+    assert put.body["service_settings"]["model_id"] == "${MODEL}"  # the applier substitutes it
+    assert set(change.secrets) == {"api_key", "model_id"}
+
+
+def test_what_the_server_echoes_of_a_referenced_value_is_masked() -> None:
+    from reconciler.sensitive import masked
+
+    digests = {"model_id": digest(Secret("sk-model"), "salt"), "headers.X": digest(Secret("t"), "salt")}
+    echoed: dict[str, Any] = {
+        "model_id": "sk-model",
+        "headers": {"X": "other", "Y": "y"},
+        "rate_limit": {"rpm": 5},
+    }
+    assert masked(echoed, digests, "salt") == {
+        "model_id": "(sensitive)",
+        "headers": {"X": "(sensitive, changed)", "Y": "y"},  # moved in the cluster: told, not shown
+        "rate_limit": {"rpm": 5},
+    }
+    assert echoed["headers"]["X"] == "other"  # a copy

@@ -5,6 +5,9 @@ Each case is one manifest; the line its error must point at carries the marker `
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import textwrap
 from pathlib import Path
 from typing import Any
@@ -489,6 +492,60 @@ CASES: list[tuple[str, str, str, str]] = [
         "service_settings.api_key",
         "not a literal value",
     ),
+    # DESIGN.md §9: NaN and infinities are refused (Elasticsearch, the state and JSON take none).
+    *[
+        (
+            f"not-finite-{name}",
+            claude(max_tokens=f"  max_tokens: 1024\n  temperature: {value} # <-"),
+            "task_settings.temperature",
+            "NaN and infinities are not numbers",
+        )
+        for name, value in (("nan", ".nan"), ("inf", ".inf"), ("minus-inf", "-.Inf"), ("overflow", "1e999"))
+    ],
+    (
+        "integer-beyond-64-bits",
+        claude(max_tokens="  max_tokens: 99999999999999999999 # <-"),
+        "task_settings.max_tokens",
+        "must fit in 64 bits",
+    ),
+    # A reference is kept secret where the planner can keep it: a field of service_settings, or
+    # one level down; anywhere else it is refused (it would be shown).
+    (
+        "reference-in-task-settings",
+        claude(max_tokens="  max_tokens: ${KEY} # <-"),
+        "task_settings.max_tokens",
+        "a reference must be the whole value of a service_settings field at most two levels deep",
+    ),
+    (
+        "reference-three-levels-deep",
+        claude(model_id="  model_id: m\n  rate_limit:\n    requests_per_minute: {x: '${KEY}'} # <-"),
+        "service_settings.rate_limit.requests_per_minute.x",
+        "a reference must be the whole value of a service_settings field at most two levels deep",
+    ),
+    (
+        "reference-in-a-list",
+        claude(model_id="  model_id: m\n  stop:\n    - ${KEY} # <-"),
+        "service_settings.stop[0]",
+        "a reference must be the whole value of a service_settings field at most two levels deep",
+    ),
+    (
+        "reference-as-the-service",
+        claude(service="service: ${OTHER} # <-"),
+        "service",
+        "a reference must be the whole value of a service_settings field at most two levels deep",
+    ),
+    (
+        "value-too-long",
+        claude(model_id="  model_id: " + "m" * (64 * 1024 + 1) + " # <-"),
+        "service_settings.model_id",
+        "a value may be at most 65536 characters long",
+    ),
+    (
+        "nested-too-deep",
+        claude(max_tokens="  max_tokens: " + "[" * 40 + "]" * 40 + " # <-"),
+        "task_settings.max_tokens" + "[0]" * 30,
+        "nested more than 32 levels deep",
+    ),
 ]
 
 
@@ -576,7 +633,9 @@ def test_services_follow_the_version(tmp_path: Path) -> None:
 
 
 def test_an_unknown_version_is_a_usage_error(tmp_path: Path) -> None:
-    assert run(tmp_path, {"m.yaml": claude()}, "--es-version", "7.17").exit_code == 2
+    assert (
+        run(tmp_path, {"m.yaml": claude()}, "--es-version", "7.17").exit_code == 1
+    )  # a usage error, not "changes"
 
 
 def test_a_missing_folder_is_an_error(tmp_path: Path) -> None:
@@ -629,3 +688,94 @@ def test_syntax_errors_point_at_the_parsers_line(tmp_path: Path) -> None:
 
 # What Elasticsearch itself answers for these refusals is stated, with its source, in
 # tests/es_facts/errors.yaml (run by tests/test_es_facts.py); these tests check only the tool's words.
+
+
+# -- DESIGN.md §9: parsing and `${file:PATH}` are bounded ---------------------------------------
+# What would hang or exhaust memory without the defence runs in a child process, its address space
+# limited; the timeout only guards against a hang (the assertions are about the error, not time).
+
+CHILD = """\
+import resource, runpy, sys
+limit = 2 * 1024**3
+resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+sys.argv = ["reconciler", *sys.argv[1:]]
+runpy.run_module("reconciler", run_name="__main__")
+"""
+
+
+def run_child(tmp_path: Path, text: str) -> subprocess.CompletedProcess[str]:
+    folder = tmp_path / "manifests"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "m.yaml").write_text(text)
+    return subprocess.run(
+        [sys.executable, "-c", CHILD, "validate", "--manifests", str(folder)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, **ENV},
+        check=False,
+    )
+
+
+def test_a_billion_laughs_fails_fast_with_a_located_error(tmp_path: Path) -> None:
+    anchors = ['x-a0: &a0 "lol"']
+    for level in range(1, 10):
+        anchors.append(f"x-a{level}: &a{level} [{', '.join([f'*a{level - 1}'] * 9)}]")
+    text = "\n".join(anchors) + "\n" + claude(max_tokens="  stop: *a9 # <-")
+    result = run_child(tmp_path, text)
+    assert result.returncode == 1, result
+    errors = [line for line in result.stdout.splitlines() if "values once aliases are expanded" in line]
+    assert errors, result.stdout
+    assert errors[0].startswith(f"{tmp_path}/manifests/m.yaml:"), errors
+
+
+def test_aliases_within_the_budget_still_work(tmp_path: Path) -> None:
+    text = claude(max_tokens="  max_tokens: &n 16\n  top_k: *n")
+    result = run(tmp_path, {"m.yaml": text})
+    assert result.exit_code == 0, result.output
+
+
+def test_an_oversized_manifest_file_is_refused_before_parsing(tmp_path: Path) -> None:
+    text = claude() + ("# padding\n" * (1024 * 1024 // 10 + 1))
+    result = run(tmp_path, {"m.yaml": text})
+    assert result.exit_code == 1, result.output
+    assert f"{tmp_path}/manifests/m.yaml:1: the file is larger than 1024 KiB" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("target", "message"),
+    [("/dev/zero", "not a regular file"), ("fifo", "not a regular file"), ("big", "larger than 64 KiB")],
+)
+def test_file_references_read_regular_files_only_and_at_most_64_kib(
+    tmp_path: Path, target: str, message: str
+) -> None:
+    if target == "fifo":
+        os.mkfifo(tmp_path / "fifo")  # no writer: opening it for reading would wait forever
+        target = str(tmp_path / "fifo")
+    elif target == "big":
+        (tmp_path / "big").write_text("k" * (64 * 1024 + 1))
+        target = str(tmp_path / "big")
+    text = claude(api_key=f"  api_key: ${{file:{target}}} # <-")
+    result = run_child(tmp_path, text)
+    assert result.returncode == 1, result
+    expected = (
+        f"{tmp_path}/manifests/m.yaml:{marked_line(text)}: service_settings.api_key: cannot read {target}"
+    )
+    found = [line for line in result.stdout.splitlines() if line.startswith(expected)]
+    assert found, result.stdout
+    assert message in found[0], result.stdout
+
+
+def test_a_refused_manifest_stops_apply_before_any_change(make_tool: Any) -> None:
+    """Over a real socket: an alias bomb next to a valid manifest; apply changes nothing."""
+    tool = make_tool()
+    anchors = ['x-a0: &a0 "lol"']
+    for level in range(1, 10):
+        anchors.append(f"x-a{level}: &a{level} [{', '.join([f'*a{level - 1}'] * 9)}]")
+    tool.write("bomb.yaml", "\n".join(anchors) + "\n")
+    tool.write("fine.yaml", claude().replace("${KEY}", "${ANTHROPIC_API_KEY}"))
+    before = tool.live_ids()
+    result = tool("apply", "--auto-approve")
+    assert result.code == 1, result
+    assert f"{tool.manifests}/bomb.yaml:1: " in result.stdout + result.stderr, result
+    assert tool.live_ids() == before  # nothing created
