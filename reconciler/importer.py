@@ -9,6 +9,7 @@ the next plan shows nothing but the secrets it cannot know (`secret-unknown`).
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
@@ -18,6 +19,7 @@ from typing import Any
 from reconciler import catalog, planner
 from reconciler.catalog import Service
 from reconciler.manifests import dump_manifest, load_files
+from reconciler.sensitive import REDACTED, REDACTED_CHANGED
 from reconciler.session import Cluster
 from reconciler.state import State, StateError
 from reconciler.storage import Backend, now_iso
@@ -52,6 +54,7 @@ def manifest_for(endpoint: Mapping[str, Any], service: Service) -> tuple[dict[st
             {"token": f"${{{variable}}}"} if fields[name].kind is catalog.Kind.MAP else f"${{{variable}}}"
         )
         references.append(variable)
+    references += _masked_as_references(str(endpoint["inference_id"]), settings)
     manifest: dict[str, Any] = {
         "inference_id": endpoint["inference_id"],
         "task_type": task_type,
@@ -69,6 +72,23 @@ def manifest_for(endpoint: Mapping[str, Any], service: Service) -> tuple[dict[st
     if chunking is not None and chunking != catalog.DEFAULT_CHUNKING:
         manifest["chunking_settings"] = chunking
     return manifest, references
+
+
+def _masked_as_references(inference_id: str, settings: dict[str, Any]) -> list[str]:
+    """Values the state knows only by digest (a manifest referenced them, in any field) come back
+    masked from the cluster read: write them as references to fill in, never as the mask."""
+    found = []
+    for name, value in list(settings.items()):
+        inner = value if isinstance(value, dict) else {None: value}
+        for key, item in inner.items():
+            if item in (REDACTED, REDACTED_CHANGED):
+                variable = reference_name(inference_id, name if key is None else f"{name}_{key}")
+                if key is None:
+                    settings[name] = f"${{{variable}}}"
+                else:
+                    value[key] = f"${{{variable}}}"
+                found.append(variable)
+    return found
 
 
 def _is_default(service: Service, task_type: str, key: str, value: Any) -> bool:
@@ -90,20 +110,53 @@ def _secrets_needed(service: Service, task_type: str) -> list[str]:
     return needed
 
 
+class UnsafeImportError(Exception):
+    """A manifest `import` would write is refused (an id unfit for a file name, an existing file)."""
+
+
+def manifest_paths(endpoints: Sequence[Mapping[str, Any]], folder: Path) -> list[Path]:
+    """`<inference_id>.yaml` in `folder` per endpoint, every one checked before anything is written:
+    the id must be a valid inference id (a server can say anything), the file must resolve to an
+    entry of `folder` itself, and no file may be there yet (import never overwrites)."""
+    inside = folder.resolve()
+    paths, problems = [], []
+    for endpoint in endpoints:
+        inference_id = str(endpoint.get("inference_id"))
+        path = folder / f"{inference_id}.yaml"
+        if not catalog.valid_inference_id(inference_id) or path.resolve().parent != inside:
+            problems.append(f"{inference_id!r} is not a valid inference id to name a file after")
+        elif os.path.lexists(path):
+            problems.append(f"{path} already exists (import never overwrites a manifest)")
+        paths.append(path)
+    if problems:
+        raise UnsafeImportError("nothing was imported: " + "; ".join(problems))
+    return paths
+
+
 def write_manifests(
     endpoints: Sequence[Mapping[str, Any]], folder: Path, cluster: Cluster
 ) -> list[tuple[Path, list[str]]]:
-    """Write `<inference_id>.yaml` per endpoint; returns each file and the variables to set."""
+    """Write `<inference_id>.yaml` per endpoint (checked by `manifest_paths` first; created
+    exclusively, so a file that appears meanwhile is not overwritten either); returns each file
+    and the variables to set. On a refusal, nothing of this call stays written."""
+    paths = manifest_paths(endpoints, folder)
     folder.mkdir(parents=True, exist_ok=True)
-    written = []
-    for endpoint in endpoints:
-        manifest, references = manifest_for(endpoint, catalog.SERVICES[str(endpoint["service"])])
-        comment = f"Imported from Elasticsearch {cluster.version} on {now_iso()}."
-        if references:
-            comment += f"\nSet {', '.join(references)} before plan or apply."
-        path = folder / f"{endpoint['inference_id']}.yaml"
-        path.write_text(dump_manifest(manifest, comment))
-        written.append((path, references))
+    written: list[tuple[Path, list[str]]] = []
+    try:
+        for endpoint, path in zip(endpoints, paths, strict=True):
+            manifest, references = manifest_for(endpoint, catalog.SERVICES[str(endpoint["service"])])
+            comment = f"Imported from Elasticsearch {cluster.version} on {now_iso()}."
+            if references:
+                comment += f"\nSet {', '.join(references)} before plan or apply."
+            with path.open("x") as handle:
+                handle.write(dump_manifest(manifest, comment))
+            written.append((path, references))
+    except FileExistsError as error:
+        for path, _ in written:
+            path.unlink(missing_ok=True)
+        raise UnsafeImportError(
+            f"nothing was imported: {error.filename} already exists (import never overwrites a manifest)"
+        ) from None
     return written
 
 

@@ -6,7 +6,8 @@ Two backends behind one interface (`Backend`), both held to one conformance test
   created with `op_type=create` and taken over only once expired.
 - `FileBackend`: a JSON file written atomically (temp file + rename) and a lock file beside it.
 Reading takes no lock: `plan`, `drift` and `status` need only read access. `locked()` holds the
-lock for a block of work, renewing its lease meanwhile.
+lock for a block of work, renewing its lease meanwhile; SIGTERM or SIGINT meanwhile cancels the
+work, releases the lock and raises `StoppedBySignalError` (exit 128 + the signal's number: 143, 130).
 """
 
 from __future__ import annotations
@@ -16,11 +17,13 @@ import contextlib
 import getpass
 import json
 import os
+import signal
 import socket
 import tempfile
+import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -285,12 +288,27 @@ class ClusterBackend:
         if found is None or found[0]["body"].get("id") != info.id:
             raise StateError(f"lock {info.id} is no longer held")
         renewed = info.renewed(time.time())
-        written = await self.es.put_document(
-            self.index, self.lock_id, {"kind": "lock", "body": renewed.__dict__}, expect=(found[1], found[2])
-        )
+        try:
+            written = await self.es.put_document(
+                self.index,
+                self.lock_id,
+                {"kind": "lock", "body": renewed.__dict__},
+                expect=(found[1], found[2]),
+            )
+        except TransportError as error:
+            if not error.maybe_applied:
+                raise
+            return await self._renewed_anyway(renewed, error)
         if written is None:
             raise StateError(f"lock {info.id} is no longer held")
         return renewed
+
+    async def _renewed_anyway(self, renewed: LockInfo, cause: TransportError) -> LockInfo:
+        """The answer to a renewal was lost: it happened if the stored lock is ours with the new expiry."""
+        found = await self.es.get_document(self.index, self.lock_id)
+        if found is not None and found[0].get("body") == renewed.__dict__:
+            return renewed
+        raise cause
 
     async def unlock(self, lock_id: str) -> None:
         found = await self.es.get_document(self.index, self.lock_id)
@@ -345,6 +363,58 @@ async def _keep_alive(
             on_failure(lock, error)
 
 
+class StoppedBySignalError(Exception):
+    """SIGTERM or SIGINT stopped the work that held the lock; the lock was released."""
+
+    def __init__(self, operation: str, signum: int) -> None:
+        self.signum = signum
+        self.exit_code = 128 + signum  # the shell's convention: 143 for SIGTERM, 130 for SIGINT
+        name = signal.Signals(signum).name
+        super().__init__(
+            f"{operation} stopped by {name}: the lock was released and the state records every action"
+            " that finished; run it again to converge"
+        )
+
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+class _Stopper:
+    """Cancels a task at the first SIGTERM or SIGINT while armed; remembers which signal came."""
+
+    def __init__(self, task: asyncio.Task[Any]) -> None:
+        self.task = task
+        self.loop = task.get_loop()
+        self.signum: int | None = None
+        self.armed = True
+
+    def handle(self, signum: int, _frame: object) -> None:
+        # A Python signal handler runs in the main thread between bytecodes: hand over to the loop.
+        if self.armed and self.signum is None:
+            self.signum = signum
+            self.loop.call_soon_threadsafe(self._cancel)
+
+    def _cancel(self) -> None:
+        if self.armed:  # not once the work is over: the release must not be cancelled
+            self.task.cancel()
+
+
+@contextlib.contextmanager
+def _stop_signals(task: asyncio.Task[Any]) -> Iterator[_Stopper]:
+    """While in the block, SIGTERM and SIGINT cancel `task` (main thread only); the handlers before
+    are put back after. A second signal is ignored: the release of the lock is under way."""
+    stopper = _Stopper(task)
+    if threading.current_thread() is not threading.main_thread():
+        yield stopper
+        return
+    previous = {signum: signal.signal(signum, stopper.handle) for signum in STOP_SIGNALS}
+    try:
+        yield stopper
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
+
+
 @contextlib.asynccontextmanager
 async def locked(
     backend: Backend,
@@ -352,12 +422,23 @@ async def locked(
     lock_timeout: float,
     on_renewal_failure: Callable[[LockInfo, Exception], None] = lambda lock, error: None,
 ) -> AsyncIterator[LockInfo]:
-    """Hold the state lock, its lease renewed, for the block; released on any exit."""
+    """Hold the state lock, its lease renewed, for the block; released on any exit. SIGTERM or
+    SIGINT meanwhile cancels the block (what it wrote to the state stays) and raises StoppedBySignalError
+    once the lock is released."""
     lock = await take_lock(backend, operation, lock_timeout)
     keeper = asyncio.create_task(_keep_alive(backend, lock, on_renewal_failure))
-    try:
-        yield lock
-    finally:
-        keeper.cancel()
-        with contextlib.suppress(Exception):  # an unreleased lock expires with its lease
-            await backend.unlock(lock.id)
+    task = asyncio.current_task()
+    assert task is not None
+    with _stop_signals(task) as stopper:
+        try:
+            yield lock
+        except asyncio.CancelledError:
+            if stopper.signum is None:
+                raise
+            task.uncancel()
+            raise StoppedBySignalError(operation, stopper.signum) from None
+        finally:
+            stopper.armed = False
+            keeper.cancel()
+            with contextlib.suppress(Exception):  # an unreleased lock expires with its lease
+                await backend.unlock(lock.id)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import os
 from collections.abc import Awaitable, Callable, Coroutine, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +26,7 @@ from typing import Any, ParamSpec, TypeVar
 
 import structlog
 
-from reconciler import catalog, importer, planner
+from reconciler import catalog, importer, plancheck, planner
 from reconciler.applier import (
     Applier,
     ApplyError,
@@ -37,8 +38,8 @@ from reconciler.applier import (
 )
 from reconciler.catalog import Version
 from reconciler.client import Connection, Elasticsearch, ElasticsearchError
-from reconciler.manifests import load
-from reconciler.plan import Plan, PlanFormatError
+from reconciler.manifests import Validation, load
+from reconciler.plan import PLAN_KEY_VARIABLE, Plan, PlanFormatError
 from reconciler.progress import Reporter
 from reconciler.reports import (
     Allocation,
@@ -55,12 +56,28 @@ from reconciler.reports import (
 from reconciler.resolver import Resolver
 from reconciler.session import Cluster, Planning, UnsupportedVersionError, make_plan, read_cluster
 from reconciler.state import LockInfo, State, StateError
-from reconciler.storage import Backend, backend_for, locked
+from reconciler.storage import Backend, StoppedBySignalError, backend_for, locked
 
 # -- what stops a workflow ---------------------------------------------------------------------
 
 
-_STOPPING = (ElasticsearchError, StateError, UnsupportedVersionError, PlanFormatError, ApplyError)
+_STOPPING = (
+    ElasticsearchError,
+    StateError,
+    UnsupportedVersionError,
+    PlanFormatError,
+    ApplyError,
+    importer.UnsafeImportError,
+)
+
+
+class SignalledError(WorkflowError):
+    """SIGTERM or SIGINT stopped a workflow that held the lock (released): exit 128 + the signal
+    number, 143 for SIGTERM and 130 for SIGINT, as a shell reports a process killed by it."""
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
 
 
 @contextlib.contextmanager
@@ -68,6 +85,8 @@ def stopping() -> Iterator[None]:
     """Raise each error that stops a workflow as a WorkflowError with the same message."""
     try:
         yield
+    except StoppedBySignalError as error:
+        raise SignalledError(str(error), error.exit_code) from error
     except _STOPPING as error:
         raise WorkflowError(str(error)) from error
 
@@ -151,15 +170,29 @@ async def plan(
     return PlanReport(planned, validation, request.detailed_exitcode)
 
 
-def load_plan(path: Path, *, to_apply: bool = False) -> Plan:
-    """A plan saved with `plan --out`; to apply, it must carry no errors."""
+def load_plan(path: Path, *, to_apply: bool = False, env: Mapping[str, str] | None = None) -> Plan:
+    """A plan saved with `plan --out`; to apply, it must carry no errors. With RECONCILER_PLAN_KEY
+    in `env` (default: the environment) it must be signed with that key, without it unsigned."""
+    key = (os.environ if env is None else env).get(PLAN_KEY_VARIABLE)
     try:
-        saved = Plan.loads(path.read_text())
+        saved = Plan.loads(path.read_text(), key=key)
     except (OSError, PlanFormatError) as error:
         raise WorkflowError(f"{path}: {error}") from None
     if to_apply and saved.errors:
         raise WorkflowError("the saved plan has errors and cannot be applied:\n" + "\n".join(saved.errors))
     return saved
+
+
+async def validated(es: Elasticsearch, manifests: Path, env: Mapping[str, str]) -> Validation:
+    """The manifests validated for the cluster's version, which costs one read (GET /): what a
+    command that writes checks before it takes the lock or changes anything."""
+    info = await es.info()
+    version = Version.parse(str(info["version"]["number"]))
+    if not catalog.supported(version):
+        raise UnsupportedVersionError(
+            f"Elasticsearch {version} is not supported: this tool knows 8.19 and 9.0 to 9.5"
+        )
+    return load(manifests, version, env)
 
 
 # -- apply -------------------------------------------------------------------------------------
@@ -199,6 +232,8 @@ async def execute(
     still be the secret that was planned. Errors of the state storage are raised as they are.
     """
     secrets = resolve_secrets(planned, Resolver(env), salt)
+    # Server error text may echo what was sent: the client redacts every resolved secret from it.
+    es.redact_values(secret for per_endpoint in secrets.values() for secret in per_endpoint.values())
     # applier call site
     writer = StateWriter(backend, cluster.state or State.new(workspace), cluster.token)
     applier = Applier(es, writer, secrets, reporter, options)
@@ -215,8 +250,14 @@ async def apply(
     reporter: Reporter,
     env: Mapping[str, str],
 ) -> ApplyReport:
-    """Lock; plan and confirm (or re-check the saved plan); execute; plan again to show convergence."""
-    saved = load_plan(request.planfile, to_apply=True) if request.planfile is not None else None
+    """Validate; lock; plan and confirm (or re-check the saved plan); execute; plan again to show
+    convergence. Invalid manifests stop it before the lock: nothing is written to the cluster."""
+    saved = load_plan(request.planfile, to_apply=True, env=env) if request.planfile is not None else None
+    if saved is None:
+        checked = await validated(es, request.manifests, env)
+        if not checked.ok:
+            confirm(PlanReport(None, checked))  # shows the errors
+            return ApplyReport(None)
     carry_out = functools.partial(
         execute, env=env, reporter=reporter, options=request.options, workspace=request.workspace
     )
@@ -226,6 +267,9 @@ async def apply(
             moved = planner.stale(saved, cluster.endpoints, cluster.state, cluster.info.get("cluster_uuid"))
             if moved:
                 raise WorkflowError("the saved plan is stale: " + "; ".join(moved) + ". Plan again.")
+            # Untrusted (DESIGN §9); load_plan verified the signature when a key is set.
+            signed = bool(env.get(PLAN_KEY_VARIABLE))
+            plancheck.check(saved, cluster.endpoints, cluster.version, cluster.state, signed=signed)
             salt = cluster.state.salt if cluster.state is not None else None
             return ApplyReport(await carry_out(es, backend, cluster, saved, salt=salt))
         planned, validation, cluster = await make_plan(
@@ -357,20 +401,42 @@ class ImportRequest:
 
 @_workflow
 async def import_endpoints(es: Elasticsearch, backend: Backend, request: ImportRequest) -> ImportReport:
-    """Write a manifest per live endpoint and record them in the state, under the lock."""
-    async with locked(backend, "import", request.lock_timeout, _renewal_failed):
-        cluster = await read_cluster(es, backend)
-        chosen = (
-            sorted(i for i in cluster.endpoints if not i.startswith("."))
-            if request.every_endpoint
-            else list(request.ids)
-        )
-        missing = [i for i in chosen if i not in cluster.endpoints]
-        if missing:
-            raise WorkflowError(f"no live endpoint {', '.join(missing)}")
-        written = importer.write_manifests([cluster.endpoints[i] for i in chosen], request.folder, cluster)
-        await importer.adopt(importer.adopted_state(written, cluster, request.workspace), cluster, backend)
-        return ImportReport(written)
+    """Write a manifest per live endpoint (refusing unsafe file names and existing files) and check
+    that they validate, before anything changes in the cluster; then, under the lock, record them
+    in the state."""
+    cluster = await read_cluster(es, backend)
+    chosen = _chosen(cluster, request)
+    written = importer.write_manifests([cluster.endpoints[i] for i in chosen], request.folder, cluster)
+    importer.adopted_state(written, cluster, request.workspace)  # raises when one does not validate
+    adopting = False
+    try:
+        async with locked(backend, "import", request.lock_timeout, _renewal_failed):
+            cluster = await read_cluster(es, backend)  # the state may have moved before the lock
+            gone = [i for i in chosen if i not in cluster.endpoints]
+            if gone:
+                raise WorkflowError(f"{', '.join(gone)} went away during the import; nothing was adopted")
+            adopted = importer.adopted_state(written, cluster, request.workspace)
+            adopting = True
+            await importer.adopt(adopted, cluster, backend)
+    except BaseException:
+        # Stopped before the state write (the lock is held, a signal): the files go too, so that
+        # import can run again. Once the write is sent they stay: the state may name them.
+        for path, _ in written if not adopting else ():
+            path.unlink(missing_ok=True)
+        raise
+    return ImportReport(written)
+
+
+def _chosen(cluster: Cluster, request: ImportRequest) -> list[str]:
+    chosen = (
+        sorted(i for i in cluster.endpoints if not i.startswith("."))
+        if request.every_endpoint
+        else list(request.ids)
+    )
+    missing = [i for i in chosen if i not in cluster.endpoints]
+    if missing:
+        raise WorkflowError(f"no live endpoint {', '.join(missing)}")
+    return chosen
 
 
 @_workflow

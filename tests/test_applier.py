@@ -211,3 +211,31 @@ async def test_the_plan_carries_force_for_a_referenced_delete(tmp_path: Path) ->
     assert [r.line() for r in delete.requests] == ["DELETE /_inference/completion/a?force=true"]
     saved = Plan.loads(planned.dumps())
     assert await project.apply(saved) == [("DELETE", "/_inference/completion/a", {"force": "true"}, None)]
+
+
+class EchoingPuts(Recording):
+    """The emulator, but every PUT of an endpoint fails with a 500 whose reason echoes the body,
+    as a proxy or a server bug may: the secrets it was sent come back in the error text."""
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if request.method == "PUT" and request.url.path.startswith("/_inference"):
+            reason = f"failed to parse {request.content.decode()}"
+            return httpx.Response(500, json={"error": {"type": "exception", "reason": reason}})
+        return await super().handle_async_request(request)
+
+
+async def test_a_server_error_echoing_the_body_shows_no_resolved_secret(tmp_path: Path) -> None:
+    project = Project(tmp_path, "9.5.0")
+    project.transport = EchoingPuts(Emulator(EmulatorConfig(version="9.5.0", deploy_seconds=0)))
+    project.write("a.yaml", claude("a"))
+    planned = await project.plan()
+    async with project.client() as es:
+        cluster = await read_cluster(es, project.backend)
+        result = await execute(
+            es, project.backend, cluster, planned, env=ENV, reporter=LogReporter(), options=ApplyOptions()
+        )
+    (failure,) = result.failed
+    assert failure.detail is not None
+    assert "failed to parse" in failure.detail
+    assert ENV["KEY"] not in failure.detail
+    assert "(sensitive)" in failure.detail

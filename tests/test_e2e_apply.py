@@ -232,3 +232,114 @@ def test_json_logs_have_one_event_per_action_and_poll(make_tool: MakeTool) -> No
     assert polls
     assert polls[-1]["inference_id"] == "e5"
     assert polls[-1]["allocation"] == "2/2"
+
+
+STATE_DOC = "/reconciler-state/_doc/state-default"
+
+
+def recorded(tool: Tool) -> dict[str, object]:
+    """The endpoints the state records now ({} before the first write), from its file or document."""
+    if tool.state == "cluster":
+        found = tool.es("GET", STATE_DOC).json()
+        body = found["_source"]["body"] if found.get("found") else {"endpoints": {}}
+    else:
+        path = tool.root / "state.json"
+        body = json.loads(path.read_text()) if path.exists() else {"endpoints": {}}
+    endpoints: dict[str, object] = body["endpoints"]
+    return endpoints
+
+
+def lock_exists(tool: Tool) -> bool:
+    if tool.state == "cluster":
+        return bool(tool.es("GET", LOCK).json().get("found"))
+    return (tool.root / "state.json.lock").exists()
+
+
+def test_invalid_manifests_stop_apply_and_import_before_any_write(make_tool: MakeTool) -> None:
+    tool = make_tool(state="cluster")
+    tool.write("a.yaml", anthropic("a"))
+    tool.write(
+        "b.yaml",
+        "inference_id: b\ntask_type: completion\nservice: anthropic\nservice_settings:\n  model_id: m\n",
+    )
+    tool.reset_requests()
+    result = tool("apply", "--auto-approve")
+    assert result.code == 1, result
+    assert f"{tool.manifests / 'b.yaml'}:4: service_settings.api_key: " in result.stderr  # located
+    assert tool.writes() == 0, tool.requests()  # no state index, no lock document, no endpoint
+    # import refuses to overwrite a manifest, before it locks or writes anything
+    live = {"service": "anthropic", "service_settings": {"api_key": "k", "model_id": "m"}}
+    tool.es("PUT", "/_inference/completion/b", json={**live, "task_settings": {"max_tokens": 8}})
+    assert tool.live_ids() == {"b"}
+    before = (tool.manifests / "b.yaml").read_text()
+    tool.reset_requests()
+    refused = tool("import", "b")
+    assert refused.code == 1, refused
+    assert f"{tool.manifests / 'b.yaml'} already exists" in refused.stderr
+    assert (tool.manifests / "b.yaml").read_text() == before
+    assert tool.writes() == 0, tool.requests()
+
+
+@pytest.mark.parametrize(
+    ("stop", "state", "code"), [(signal.SIGTERM, "cluster", 143), (signal.SIGINT, "", 130)]
+)
+def test_sigterm_and_sigint_release_the_lock_and_keep_the_state(
+    make_tool: MakeTool, stop: signal.Signals, state: str, code: int
+) -> None:
+    # No ML capacity: the apply creates both and then waits for e5's deployment, holding the lock.
+    tool = make_tool("--ml-capacity", "0", "--max-put-wait", "0.1", state=state)
+    tool.write("a.yaml", anthropic("a"))
+    tool.write("e5.yaml", E5)
+    process = tool.popen("apply", "--auto-approve")
+    wait_until(lambda: lock_exists(tool) and set(recorded(tool)) == {"a", "e5"}, what="both recorded")
+    process.send_signal(stop)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == code, err
+    assert f"apply stopped by {stop.name}: the lock was released" in err
+    assert not lock_exists(tool)
+    assert set(recorded(tool)) == tool.live_ids() == {"a", "e5"}
+    assert tool("apply", "--auto-approve", "--no-wait").code == 0  # not locked: runs at once
+
+
+SLOW = """\
+inference_id: slow
+task_type: sparse_embedding
+service: elasticsearch
+service_settings: {model_id: .elser_model_2, num_threads: 1, num_allocations: 2}
+"""
+
+
+def test_a_failed_deployment_is_tainted_while_the_others_are_still_waited_for(make_tool: MakeTool) -> None:
+    # e5's deployment fails after a second; slow's can never reach its target (1 allocation of 2).
+    failing = ("--fail-model", ".multilingual-e5-small", "--deploy-seconds", "2")
+    tool = make_tool(*failing, "--ml-capacity", "1", "--max-put-wait", "0.05")
+    tool.write("e5.yaml", E5)
+    tool.write("slow.yaml", SLOW)
+    process = tool.popen("apply", "--auto-approve")
+
+    def e5_tainted() -> bool:
+        record = recorded(tool).get("e5")
+        return isinstance(record, dict) and record["tainted"] is True
+
+    wait_until(e5_tainted, what="the failed deployment tainted in the state")
+    assert process.poll() is None  # still waiting for slow
+    process.send_signal(signal.SIGKILL)
+    process.communicate()
+    assert actions(plan_json(tool))["e5"] == ("replace", "tainted")
+
+
+def test_an_import_refused_by_a_held_lock_leaves_no_manifest_behind(make_tool: MakeTool) -> None:
+    tool = make_tool()
+    live = {"service": "anthropic", "service_settings": {"api_key": "k", "model_id": "m"}}
+    tool.es("PUT", "/_inference/completion/b", json={**live, "task_settings": {"max_tokens": 8}})
+    held = {"id": "other", "who": "ci@elsewhere", "pid": 1, "operation": "apply"}
+    lock = tool.root / "state.json.lock"
+    lock.write_text(json.dumps({**held, "created": "2026-01-01T00:00:00+00:00", "expires": 1e12}))
+    refused = tool("import", "b")
+    assert refused.code == 1, refused
+    assert "the state is locked" in refused.stderr
+    assert not (tool.manifests / "b.yaml").exists()  # so that import can run again
+    lock.unlink()
+    imported = tool("import", "b")
+    assert imported.code == 0, imported
+    assert (tool.manifests / "b.yaml").exists()

@@ -173,3 +173,35 @@ def test_the_compact_form_is_the_json_form() -> None:
     ):
         assert json.loads(state.dumps()) == state.to_json()
         assert State.from_json(json.loads(state.dumps())) == state
+
+
+class _LosingTransport(httpx.AsyncBaseTransport):
+    """The in-process emulator as a socket shows its lost responses: the connection breaks."""
+
+    def __init__(self, emulator: Emulator) -> None:
+        self.inner = httpx.ASGITransport(app=emulator)
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        try:
+            return await self.inner.handle_async_request(request)
+        except ConnectionResetError as error:
+            raise httpx.ReadError(str(error), request=request) from None
+
+
+async def test_a_renewal_whose_answer_is_lost_is_settled_by_reading_the_lock_back() -> None:
+    emulator = Emulator(EmulatorConfig())
+    async with Elasticsearch(Connection(urls=("http://es",)), transport=_LosingTransport(emulator)) as es:
+        backend = ClusterBackend(es, "default")
+        mine = await backend.lock(new_lock("apply"))
+        emulator.faults.configure({"lost_response_rate": 1})  # every write applied, its answer lost
+        renewed = await backend.renew(mine)
+        assert renewed.expires >= mine.expires
+        assert await backend.current_lock() == renewed  # what is stored is the renewal
+        emulator.faults.configure({"lost_response_rate": 0})
+        # Another run took the lock meanwhile: a lost answer is not a renewal then.
+        await backend.unlock(mine.id)
+        other = await backend.lock(new_lock("apply"))
+        emulator.faults.configure({"lost_response_rate": 1})
+        with pytest.raises(StateError, match="is no longer held"):
+            await backend.renew(renewed)
+        assert await backend.current_lock() == other
