@@ -14,14 +14,18 @@ import os
 import sys
 import types
 import typing
-from collections.abc import Awaitable, Callable, Iterable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
 import typer
+from typer._click.core import Context  # typer's own copy of click, whose errors it raises
+from typer._click.exceptions import UsageError
+from typer.core import TyperGroup
 
 from reconciler import __version__
+from reconciler import options as cli_options
 
 if TYPE_CHECKING:
     from reconciler.client import Elasticsearch
@@ -32,8 +36,33 @@ if TYPE_CHECKING:
     from reconciler.storage import Backend
     from reconciler.workflows import Confirm, Target
 
+
+class _Commands(TyperGroup):
+    """The commands; a usage error (a mistyped flag) exits 1, never click's 2: 2 means changes."""
+
+    def make_context(
+        self, info_name: str | None, args: list[str], parent: Context | None = None, **extra: Any
+    ) -> Context:
+        with _usage_exits_1():
+            return super().make_context(info_name, args, parent, **extra)
+
+    def invoke(self, ctx: Context) -> Any:
+        with _usage_exits_1():
+            return super().invoke(ctx)
+
+
+@contextlib.contextmanager
+def _usage_exits_1() -> Iterator[None]:
+    try:
+        yield
+    except UsageError as error:
+        error.exit_code = 1
+        raise
+
+
 app = typer.Typer(
     name="reconciler",
+    cls=_Commands,
     help="Keep the inference endpoints of an Elasticsearch cluster equal to a folder of YAML manifests.",
     no_args_is_help=True,
     add_completion=False,
@@ -71,6 +100,14 @@ def _option(default: Any, help: str, *flags: str, kind: Any = None, **extra: Any
     return Annotated[kind or type(default), typer.Option(*flags, help=help, **extra)], default
 
 
+def _table(rows: Mapping[str, cli_options.Row]) -> Table:
+    """An options table from the rows `reconciler.options` declares."""
+    return {
+        name: _option(row.default, row.help, *row.flags, kind=row.kind, **row.extra)
+        for name, row in rows.items()
+    }
+
+
 def _with_options(table: Table, name: str, pack: Callable[[dict[str, Any]], Any]) -> Callable[[F], F]:
     """Give a command the options of `table`; it receives them packed into its parameter `name`."""
 
@@ -99,41 +136,7 @@ def _with_options(table: Table, name: str, pack: Callable[[dict[str, Any]], Any]
     return decorate
 
 
-_STR, _INT, _PATH, _MANY = str | None, int | None, Path | None, list[str] | None
-_EMULATOR: Table = {
-    "host": _option("127.0.0.1", "Address to listen on."),
-    "port": _option(9200, "Port to listen on (0 picks a free one)."),
-    "version": _option("9.5.0", "Elasticsearch version to emulate: 8.19.x or 9.0.x to 9.5.x."),
-    "latency_ms": _option(0.0, "Latency added to every request, in milliseconds."),
-    "fault_rate": _option(0.0, "Share of requests answered 429 or 503 without being applied (0 to 1)."),
-    "fault_seed": _option(0, "Seed of the fault injection, for repeatable runs."),
-    "lost_response_rate": _option(0.0, "Share of writes applied whose response is then lost (0 to 1)."),
-    "retry_after": _option(1.0, "Seconds sent in Retry-After with injected 429s."),
-    "deploy_seconds": _option(
-        5.0, "Seconds a trained-model deployment takes to reach its target allocations."
-    ),
-    "ml_capacity": _option(
-        None, "Processors on the ML node (an allocation uses num_threads); more stay pending.", kind=_INT
-    ),
-    "ml_autoscaling": _option(
-        True,
-        "Pending allocations wait for capacity (as on Elastic Cloud); without it a start that "
-        "cannot be placed fails at once (429; 409 from 9.5).",
-    ),
-    "max_put_wait": _option(
-        30.0, "Seconds a PUT of an in-cluster endpoint waits at most before answering 408."
-    ),
-    "fail_models": _option(None, "Deployments of this model fail (repeatable).", "--fail-model", kind=_MANY),
-    "api_key": _option(None, "Require `Authorization: ApiKey <this>`; without it none is needed.", kind=_STR),
-    "data_dir": _option(None, "Persist the cluster here across restarts (default: in memory).", kind=_PATH),
-    "eis": _option(False, "Also list the preconfigured EIS (`elastic` service) endpoints."),
-    "trained_models": _option(
-        None,
-        "A model uploaded with eland, as MODEL_ID[:TASK_TYPE] (default text_embedding; repeatable).",
-        "--trained-model",
-        kind=_MANY,
-    ),
-}
+_EMULATOR = _table(cli_options.EMULATOR)
 
 
 @app.command()
@@ -141,7 +144,9 @@ _EMULATOR: Table = {
 def emulator(options: dict[str, Any]) -> None:
     """Serve an emulated Elasticsearch cluster (the inference, trained-model, ingest and document APIs)."""
     from reconciler.emulator import EmulatorConfig, serve
+    from reconciler.emulator.server import ListenError
 
+    _checked(cli_options.check_emulator, options)
     host, port = options.pop("host"), options.pop("port")
     options["fail_models"] = tuple(options["fail_models"] or ())
     specs = (spec.partition(":") for spec in options["trained_models"] or ())
@@ -151,7 +156,10 @@ def emulator(options: dict[str, Any]) -> None:
         config.parsed_version()
     except ValueError as error:
         raise typer.BadParameter(str(error), param_hint="--version") from None
-    serve(config, host, port)
+    try:
+        serve(config, host, port)
+    except ListenError as error:
+        _refuse(error)
 
 
 ManifestsOption = Annotated[
@@ -198,28 +206,7 @@ class Common:
     color: bool
 
 
-_SECRET = {"kind": _STR, "show_default": False}
-_COMMON: Table = {
-    "url": _option(
-        None,
-        "Elasticsearch URL (default http://localhost:9200); several comma-separated are tried in order.",
-        envvar=["ELASTICSEARCH_URL", "ELASTICSEARCH_ENDPOINTS", "ES_URL"],
-        show_envvar=True,
-        kind=_STR,
-    ),
-    "api_key": _option(
-        None, "API key (Authorization: ApiKey).", envvar=["ELASTICSEARCH_API_KEY", "ES_API_KEY"], **_SECRET
-    ),
-    "username": _option(None, "Basic auth user.", envvar="ELASTICSEARCH_USERNAME", kind=_STR),
-    "password": _option(None, "Basic auth password.", envvar="ELASTICSEARCH_PASSWORD", **_SECRET),
-    "bearer_token": _option(None, "Bearer token.", envvar="ELASTICSEARCH_BEARER_TOKEN", **_SECRET),
-    "ca_cert": _option(None, "CA certificate (PEM) to trust.", envvar="ELASTICSEARCH_CA_CERT", kind=_STR),
-    "insecure": _option(False, "Do not verify TLS certificates (warns).", envvar="ELASTICSEARCH_INSECURE"),
-    "state": _option("cluster", "Where the state lives: cluster, or file:PATH.", envvar="RECONCILER_STATE"),
-    "workspace": _option("default", "State workspace (one state each).", envvar="RECONCILER_WORKSPACE"),
-    "log_format": _option("console", "Logs on stderr: console or json.", envvar="RECONCILER_LOG_FORMAT"),
-    "no_color": _option(False, "No colours in the output.", "--no-color", envvar="NO_COLOR"),
-}
+_COMMON = _table(cli_options.COMMON)
 
 
 def _common(values: dict[str, Any]) -> Common:
@@ -232,11 +219,9 @@ def _common(values: dict[str, Any]) -> Common:
         raise typer.BadParameter("console or json", param_hint="--log-format")
     _LOGGING["format"] = log_format
     configure_logging(log_format)
-    state, workspace = values.pop("state"), values.pop("workspace")
-    try:
-        connection = Connection.from_urls(values.pop("url"), **values)
-    except ValueError as error:
-        raise typer.BadParameter(str(error)) from None
+    workspace = _checked(cli_options.workspace, values.pop("workspace"))
+    state = _checked(cli_options.state, values.pop("state"), workspace)
+    connection = _checked(Connection.from_urls, values.pop("url"), **values)
     return Common(Target(connection, state, workspace), not no_color and sys.stdout.isatty())
 
 
@@ -244,15 +229,7 @@ cluster_command = _with_options(_COMMON, "common", _common)
 """Give a command the shared options; it receives them as `common: Common`."""
 
 
-_PLANNING: Table = {
-    "target": _option(None, "Only this endpoint (repeatable).", kind=_MANY),
-    "replace": _option(None, "Replace this endpoint even if unchanged (repeatable).", kind=_MANY),
-    "refresh_only": _option(False, "Only accept the cluster's values into the state.", "--refresh-only"),
-    "destroy": _option(False, "Delete every managed endpoint.", "--destroy"),
-    "allow_referenced": _option(
-        False, "Delete or replace endpoints in use (with force).", "--allow-referenced"
-    ),
-}
+_PLANNING = _table(cli_options.PLANNING)
 
 
 def _planning(values: dict[str, Any]) -> Planning:
@@ -296,6 +273,20 @@ def _reporter(common: Common) -> contextlib.closing[Reporter]:
     from reconciler.progress import reporter
 
     return contextlib.closing(reporter(sys.stderr.isatty(), common.color))
+
+
+def _refuse(error: object) -> NoReturn:
+    """One `Error:` line on stderr, exit 1: for what the options or the machine refuse."""
+    _tell([("error", f"Error: {error}")])
+    raise typer.Exit(1)
+
+
+def _checked(check: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """check(*args, **kwargs), its ValueError (an option refused, named) shown as one line."""
+    try:
+        return check(*args, **kwargs)
+    except ValueError as error:
+        _refuse(error)
 
 
 @contextlib.contextmanager
@@ -348,13 +339,18 @@ def plan(
     from reconciler import display, workflows
 
     view = _view(common.color, as_json, as_markdown)
+    if out is not None:
+        _checked(cli_options.writable, out, "--out")
     request = workflows.PlanRequest(manifests, planning, detailed_exitcode)
     report = _run(common, lambda es, backend: workflows.plan(es, backend, request, env=os.environ))
     _tell(display.validation_messages(report.validation))
     if report.plan is None:
         raise typer.Exit(report.exit_code)
     if out is not None:
-        out.write_text(report.plan.dumps())
+        try:
+            out.write_text(report.plan.dumps(key=os.environ.get("RECONCILER_PLAN_KEY")))
+        except OSError as error:
+            _refuse(f"--out {out}: {error.strerror or error}")
     typer.echo(view.plan(report.plan), nl=False)
     raise typer.Exit(report.exit_code)
 
@@ -572,7 +568,8 @@ def state_show(common: Common, inference_id: EndpointId) -> None:
 
     from reconciler import workflows
 
-    typer.echo(json.dumps(_run(common, lambda _, backend: workflows.record(backend, inference_id)), indent=2))
+    record = _run(common, lambda _, backend: workflows.record(backend, inference_id))
+    typer.echo(json.dumps({"inference_id": inference_id, **record}, indent=2))
 
 
 @state_app.command("rm")

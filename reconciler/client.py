@@ -7,6 +7,10 @@ Errors (all `ElasticsearchError`):
     │   └── TransientApiError     429 / 502 / 503 / 504: retried before it is raised
     └── TransportError            the server could not be reached, or the connection broke
 
+Server text is untrusted for display (DESIGN.md §9): every error message is built by the client,
+with each secret value the run knows (the connection's credentials, the secrets it was told about or
+sent) replaced by `(sensitive)`, and the server's reason cut short after that.
+
 Retries, backoff with jitter and `Retry-After` live in `Elasticsearch.request` and nowhere else.
 A request that may have reached the server (a write whose connection broke after sending) is not
 retried: the caller settles it by reading back (`TransportError.maybe_applied`).
@@ -15,20 +19,35 @@ retried: the caller settles it by reading back (`TransportError.maybe_applied`).
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 import random
 import ssl
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import quote, unquote, urlsplit
+from urllib.parse import quote
 
 import httpx
 
-from reconciler import __version__
+from reconciler.connection import DEFAULT_URL, Connection, Redactor
+from reconciler.sensitive import Secret
 
-DEFAULT_URL = "http://localhost:9200"
+__all__ = [
+    "DEFAULT_URL",
+    "REASON_LIMIT",
+    "TRANSIENT_STATUSES",
+    "ApiError",
+    "Connection",
+    "Elasticsearch",
+    "ElasticsearchError",
+    "RawJson",
+    "Redactor",
+    "Response",
+    "RetryPolicy",
+    "TransientApiError",
+    "TransportError",
+]
+
 REASON_LIMIT = 300
 TRANSIENT_STATUSES = frozenset({429, 502, 503, 504})
 
@@ -65,97 +84,16 @@ class TransientApiError(ApiError):
 class TransportError(ElasticsearchError):
     """No answer: unreachable, timed out, or the connection broke."""
 
-    def __init__(self, method: str, path: str, reason: str, *, maybe_applied: bool) -> None:
+    def __init__(
+        self, method: str, path: str, reason: str, *, maybe_applied: bool, permanent: bool = False
+    ) -> None:
         super().__init__(method, path, None, None, reason)
         self.maybe_applied = maybe_applied
+        self.permanent = permanent  # sending again cannot help (TLS refused): not retried
 
 
 class RawJson(str):
     """A request body already encoded as JSON: sent as it is (the state's cached encoding)."""
-
-
-@dataclass(frozen=True)
-class Connection:
-    """Where the cluster is and how to authenticate (DESIGN.md §4)."""
-
-    urls: tuple[str, ...] = (DEFAULT_URL,)
-    api_key: str | None = None
-    username: str | None = None
-    password: str | None = None
-    bearer_token: str | None = None
-    ca_cert: str | None = None
-    insecure: bool = False
-    timeout: float = 30.0
-
-    def __post_init__(self) -> None:
-        kinds = [
-            k
-            for k, v in (
-                ("api key", self.api_key),
-                ("basic", self.username),
-                ("bearer token", self.bearer_token),
-            )
-            if v
-        ]
-        if len(kinds) > 1:
-            raise ValueError(f"give one way to authenticate, not {' and '.join(kinds)}")
-        if self.username is not None and self.password is None:
-            raise ValueError("--username needs --password (or ELASTICSEARCH_PASSWORD)")
-        if not self.urls:
-            raise ValueError("no Elasticsearch URL")
-
-    @classmethod
-    def from_urls(cls, text: str | None, **options: Any) -> Connection:
-        """From --url: comma-separated URLs. Credentials in a URL (`https://user:pw@host`) become
-        basic auth, so they are sent as a header and the URLs kept, printed and logged hold none."""
-        urls, users = [], set()
-        for raw in (text or DEFAULT_URL).split(","):
-            url = raw.strip().rstrip("/")
-            if not url:
-                continue
-            parts = urlsplit(url)
-            if parts.username is not None:
-                users.add((unquote(parts.username), unquote(parts.password or "")))
-                url = parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl()
-            urls.append(url)
-        if len(users) > 1:
-            raise ValueError("the URLs name different users: give one --username and --password")
-        if users:
-            if options.get("username") or options.get("password"):
-                raise ValueError("give the user in the URL or as --username/--password, not both")
-            options["username"], options["password"] = users.pop()
-        return cls(urls=tuple(urls), **options)
-
-    def __repr__(self) -> str:
-        # Credentials never show: this object reaches logs and exceptions.
-        return f"Connection(urls={self.urls!r}, auth={self.auth_kind()}, insecure={self.insecure})"
-
-    def auth_kind(self) -> str:
-        if self.api_key:
-            return "api-key"
-        if self.username:
-            return "basic"
-        if self.bearer_token:
-            return "bearer"
-        return "none"
-
-    def headers(self) -> dict[str, str]:
-        headers = {"Accept": "application/json", "User-Agent": f"reconciler/{__version__}"}
-        if self.api_key:
-            headers["Authorization"] = f"ApiKey {self.api_key}"
-        elif self.bearer_token:
-            headers["Authorization"] = f"Bearer {self.bearer_token}"
-        elif self.username:
-            token = base64.b64encode(f"{self.username}:{self.password or ''}".encode()).decode()
-            headers["Authorization"] = f"Basic {token}"
-        return headers
-
-    def verify(self) -> ssl.SSLContext | bool:
-        if self.insecure:
-            return False
-        if self.ca_cert:
-            return ssl.create_default_context(cafile=self.ca_cert)
-        return True
 
 
 @dataclass(frozen=True)
@@ -195,6 +133,7 @@ class Elasticsearch:
         max_connections: int = 16,
     ) -> None:
         self.connection = connection
+        self.redact = Redactor(connection.secrets())
         self.retry = retry or RetryPolicy()
         self._sleep = sleep
         self._on_retry = on_retry
@@ -224,6 +163,19 @@ class Elasticsearch:
     def url(self) -> str:
         return self.connection.urls[self._url_index]
 
+    def redact_values(self, values: Iterable[str | Secret]) -> None:
+        """Secret values the run's requests carry (resolved from the manifests): from now on they are
+        replaced by `(sensitive)` in every error this client raises, and so in what retries log.
+        Bodies may also hold `Secret`s themselves: those are revealed when sent, and redacted alike."""
+        self.redact.add(value.reveal() if isinstance(value, Secret) else value for value in values)
+
+    def _reveal(self, value: Any) -> str:
+        """json.dumps' hook for what it cannot encode: a Secret in a body is sent, and redacted."""
+        if isinstance(value, Secret):
+            self.redact.add([value.reveal()])
+            return value.reveal()
+        raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
     async def close(self) -> None:
         for pool in self._pools:
             await pool.aclose()
@@ -231,7 +183,7 @@ class Elasticsearch:
     async def _exchange(
         self, method: str, url: str, params: Mapping[str, str] | None, body: Any
     ) -> httpx.Response:
-        text = body if body is None or isinstance(body, RawJson) else json.dumps(body)
+        text = body if body is None or isinstance(body, RawJson) else json.dumps(body, default=self._reveal)
         content = text.encode() if text is not None else b""
         headers = dict(self._headers)
         if body is not None:
@@ -279,7 +231,9 @@ class Elasticsearch:
                 return await self._send(method, path, params, body, ok, idempotent)
             except (TransientApiError, TransportError) as error:
                 retry_after = error.retry_after if isinstance(error, TransientApiError) else None
-                retryable = isinstance(error, TransientApiError) or not error.maybe_applied
+                retryable = isinstance(error, TransientApiError) or not (
+                    error.maybe_applied or error.permanent
+                )
                 attempt += 1
                 if not retryable or attempt >= self.retry.attempts:
                     raise
@@ -303,23 +257,34 @@ class Elasticsearch:
             try:
                 response = await self._exchange(method, self.url + path, params, body)
             except httpx.ConnectError as error:
+                if _tls_refused(error):  # the same certificate on the next try: no retry will help
+                    raise self._broken(method, path, f"TLS failed with {self.url}: {error}") from None
                 # Never reached the server: try the next URL (ELASTICSEARCH_ENDPOINTS).
-                last = TransportError(
-                    method, path, f"cannot connect to {self.url}: {error}", maybe_applied=False
-                )
+                last = self._broken(method, path, f"cannot connect to {self.url}: {error}", False)
                 self._url_index = (self._url_index + 1) % len(self.connection.urls)
                 continue
+            except httpx.UnsupportedProtocol as error:
+                raise self._broken(method, path, f"{self.url}: {error}") from None
             except httpx.TimeoutException as error:
-                raise TransportError(
-                    method, path, f"timed out: {type(error).__name__}", maybe_applied=not idempotent
-                ) from None
+                reason = f"timed out: {type(error).__name__}"
+                raise self._broken(method, path, reason, not idempotent) from None
             except httpx.TransportError as error:
-                raise TransportError(
-                    method, path, f"connection broke: {error}", maybe_applied=not idempotent
-                ) from None
-            return _answer(method, path, response, ok)
+                raise self._broken(method, path, f"connection broke: {error}", not idempotent) from None
+            return _answer(method, path, response, ok, self.redact)
         assert last is not None
         raise last
+
+    def _broken(
+        self, method: str, path: str, reason: str, maybe_applied: bool | None = None
+    ) -> TransportError:
+        """No answer; maybe_applied None: not worth retrying (TLS refused, not an http(s) URL)."""
+        return TransportError(
+            method,
+            self.redact(path),
+            self.redact(reason),
+            maybe_applied=bool(maybe_applied),
+            permanent=maybe_applied is None,
+        )
 
     # -- Elasticsearch calls -------------------------------------------------------------------
 
@@ -458,7 +423,7 @@ class Elasticsearch:
     async def ensure_index(self, index: str, body: Mapping[str, Any]) -> None:
         response = await self.request("PUT", f"/{index}", body=dict(body), ok=(400,), idempotent=True)
         if response.status == 400 and _error_type(response.body) != "resource_already_exists_exception":
-            raise _api_error("PUT", f"/{index}", response.status, response.body)
+            raise _api_error("PUT", f"/{index}", response.status, response.body, redact=self.redact)
 
 
 def _tls(connection: Connection) -> ssl.SSLContext | bool:
@@ -490,19 +455,53 @@ def _missing_ids(body: Any) -> set[str]:
     return set(reason[len(prefix) :].rstrip("]").split(","))
 
 
-def _api_error(method: str, path: str, status: int, body: Any, retry_after: float | None = None) -> ApiError:
+def _api_error(
+    method: str,
+    path: str,
+    status: int,
+    body: Any,
+    retry_after: float | None = None,
+    *,
+    redact: Callable[[str], str] = str,  # str(text) is the text: nothing to redact
+) -> ApiError:
+    """The error for an answer; its type and reason are the server's, with the run's secrets redacted
+    before the reason is cut short (a cut must not leave part of a secret)."""
     error = body.get("error") if isinstance(body, dict) else None
     if isinstance(error, dict):
-        es_type, reason = error.get("type"), str(error.get("reason", ""))
+        es_type, reason = error.get("type"), _text(error.get("reason", ""))
     else:
-        es_type, reason = None, str(error if error is not None else body)[:REASON_LIMIT]
+        es_type, reason = None, _text(error if error is not None else body)
+    shown_type = redact(str(es_type))[:REASON_LIMIT] if es_type is not None else None
+    args = (method, redact(path), status, shown_type, redact(reason))
     if status in TRANSIENT_STATUSES and not (status == 429 and es_type == "status_exception"):
         # A 429 status_exception is a refusal (no ML capacity), not back-pressure.
-        return TransientApiError(method, path, status, es_type, reason, retry_after=retry_after)
-    return ApiError(method, path, status, es_type, reason)
+        return TransientApiError(*args, retry_after=retry_after)
+    return ApiError(*args)
 
 
-def _answer(method: str, path: str, response: httpx.Response, ok: Sequence[int]) -> Response:
+def _text(value: Any) -> str:
+    """Server text as a string: JSON for structures, so that secrets show in the form redaction knows."""
+    if isinstance(value, str):
+        return value
+    try:
+        return json.dumps(value, ensure_ascii=False)
+    except (TypeError, ValueError):
+        return str(value)
+
+
+def _tls_refused(error: BaseException) -> bool:
+    """A connection refused by TLS (certificate verification, or a server that does not speak TLS)."""
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, ssl.SSLError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return "CERTIFICATE_VERIFY_FAILED" in str(error)
+
+
+def _answer(
+    method: str, path: str, response: httpx.Response, ok: Sequence[int], redact: Callable[[str], str]
+) -> Response:
     try:
         body = response.json() if response.content else None
     except ValueError:
@@ -510,7 +509,7 @@ def _answer(method: str, path: str, response: httpx.Response, ok: Sequence[int])
     if response.status_code < 300 or response.status_code in ok:
         return Response(response.status_code, body)
     retry_after = _seconds(response.headers.get("retry-after"))
-    raise _api_error(method, path, response.status_code, body, retry_after)
+    raise _api_error(method, path, response.status_code, body, retry_after, redact=redact)
 
 
 def _seconds(value: str | None) -> float | None:

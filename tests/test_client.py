@@ -3,21 +3,32 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import random
+import shutil
+import socket
+import ssl
+import subprocess
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
 from reconciler.client import (
+    REASON_LIMIT,
     ApiError,
     Connection,
     Elasticsearch,
+    Redactor,
     RetryPolicy,
     TransientApiError,
     TransportError,
 )
 from reconciler.emulator import Emulator, EmulatorConfig
+from reconciler.sensitive import Secret
 
 
 def client(emulator: Emulator, **connection: Any) -> tuple[Elasticsearch, list[float]]:
@@ -235,3 +246,241 @@ async def test_the_pools_share_one_tls_context_and_plain_http_loads_none() -> No
     assert plain._pools[0]._pool._ssl_context.verify_mode is ssl.CERT_NONE  # type: ignore[attr-defined]
     await https.close()
     await plain.close()
+
+
+# -- server text is untrusted: secrets redacted, reasons cut short (DESIGN.md §9) ----------------
+
+# An API key as Elasticsearch issues it: base64 of `id:key`; its decoded form and its key part are
+# secret too, and so is every other value the run knows.
+KEY_PART = "canary-key-part"
+API_KEY = base64.b64encode(f"key-id:{KEY_PART}".encode()).decode()
+RESOLVED = 'canary-resolved "quoted" value'
+IN_BODY = "canary-secret-in-body"
+CANARIES = (API_KEY, KEY_PART, f"key-id:{KEY_PART}", "canary-resolved", IN_BODY, "canary-pw", "canary-tok")
+
+
+def assert_no_canary(*texts: str) -> None:
+    for text in texts:
+        for canary in CANARIES:
+            assert canary not in text, text
+
+
+def echoing_transport(status: int, seen: list[str]) -> httpx.MockTransport:
+    """Answers `status` with a reason echoing the request: its Authorization header and its body."""
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        echo = f"[{request.headers.get('authorization')}] {request.method} {request.url} {request.content.decode()}"
+        seen.append(echo)
+        flat = "flat" in request.url.path
+        body = {"error": echo} if flat else {"error": {"type": "echo_exception", "reason": echo}}
+        return httpx.Response(status, json=body)
+
+    return httpx.MockTransport(handle)
+
+
+@pytest.mark.parametrize("path", ["/echo", "/flat"])
+@pytest.mark.parametrize(
+    "connection",
+    [
+        {"api_key": API_KEY},
+        {"api_key": f"key-id:{KEY_PART}"},
+        {"username": "elastic", "password": "canary-pw"},
+        {"bearer_token": "canary-tok"},
+    ],
+)
+async def test_an_error_echoing_the_request_shows_no_secret(connection: dict[str, Any], path: str) -> None:
+    seen: list[str] = []
+    es = Elasticsearch(Connection(**connection), transport=echoing_transport(500, seen))
+    es.redact_values([RESOLVED])
+    async with es:
+        body = {"service_settings": {"api_key": Secret(IN_BODY), "other": RESOLVED}}
+        with pytest.raises(ApiError) as caught:
+            await es.request("PUT", path, body=body)
+    error = caught.value
+    assert any(canary in seen[0] for canary in CANARIES)  # the server did echo them
+    assert_no_canary(str(error), error.describe(), error.reason, repr(error), str(error.args))
+    assert "(sensitive)" in error.reason
+    assert len(error.reason) <= 301
+
+
+async def test_what_retries_log_shows_no_secret() -> None:
+    seen: list[str] = []
+    logged: list[str] = []
+
+    async def sleep(_: float) -> None:
+        pass
+
+    es = Elasticsearch(
+        Connection(api_key=API_KEY),
+        transport=echoing_transport(503, seen),
+        retry=RetryPolicy(attempts=3),
+        sleep=sleep,
+        on_retry=lambda error, _: logged.append(str(error)),
+    )
+    es.redact_values([Secret(RESOLVED)])
+    async with es:
+        with pytest.raises(TransientApiError) as caught:
+            await es.request("PUT", "/echo", body={"value": RESOLVED})
+    assert len(logged) == 2
+    assert_no_canary(*logged, str(caught.value))
+
+
+async def test_a_secret_at_the_cut_is_not_left_in_part() -> None:
+    def handle(request: httpx.Request) -> httpx.Response:
+        reason = "x" * (REASON_LIMIT - 5) + RESOLVED
+        return httpx.Response(400, json={"error": {"type": "t", "reason": reason}})
+
+    es = Elasticsearch(Connection(), transport=httpx.MockTransport(handle))
+    es.redact_values([RESOLVED])
+    async with es:
+        with pytest.raises(ApiError) as caught:
+            await es.info()
+    assert "canary" not in str(caught.value)
+    assert RESOLVED[:5] not in caught.value.reason
+
+
+async def test_an_emulator_400_that_echoes_a_value_shows_no_secret() -> None:
+    es, _ = client(Emulator(EmulatorConfig()))
+    es.redact_values([IN_BODY])
+    async with es:
+        with pytest.raises(ApiError) as caught:
+            await es.request("PUT", "/idx/_doc/1", params={"if_seq_no": IN_BODY}, body={"a": 1})
+    error = caught.value
+    assert (error.status, error.es_type) == (400, "illegal_argument_exception")
+    assert "with value [(sensitive)]" in error.reason
+    assert_no_canary(str(error), error.describe())
+
+
+def test_the_redactor_knows_the_forms_a_value_is_echoed_in() -> None:
+    redact = Redactor(['a"b\\c', "ünï", "x y/z"])
+    assert redact('a"b\\c, a\\"b\\\\c, \\u00fcn\\u00ef, ünï, x%20y%2Fz, x y/z') == ", ".join(
+        ["(sensitive)"] * 6
+    )
+    assert Redactor()("as it is") == "as it is"
+    assert "canary" not in Redactor(Connection(api_key=API_KEY).secrets())(f"ApiKey {API_KEY}, {KEY_PART}")
+
+
+# -- TLS failures fail at once ---------------------------------------------------------------
+
+
+class CountingServer:
+    """A TCP server in a thread that counts the connections it accepts and hands each to `handle`."""
+
+    def __init__(self, handle: Callable[[socket.socket], None]) -> None:
+        self.handle = handle
+        self.accepted = 0
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.sock.settimeout(0.05)
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    @property
+    def port(self) -> int:
+        port: int = self.sock.getsockname()[1]
+        return port
+
+    def _serve(self) -> None:
+        while not self.stopped.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except TimeoutError:
+                continue
+            self.accepted += 1
+            with conn:
+                conn.settimeout(5)
+                with contextlib.suppress(OSError):
+                    self.handle(conn)
+
+    def close(self) -> None:
+        self.stopped.set()
+        self.thread.join()
+        self.sock.close()
+
+
+def plain_http(conn: socket.socket) -> None:
+    conn.recv(4096)
+    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Type: application/json\r\n\r\n{}")
+
+
+@pytest.fixture(scope="module")
+def self_signed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is not installed")
+    folder = tmp_path_factory.mktemp("tls")
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+         "-keyout", str(key), "-out", str(cert), "-days", "1", "-subj", "/CN=127.0.0.1"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    return cert, key
+
+
+@pytest.fixture(params=["self-signed", "plain-http"])
+def tls_refusing(request: pytest.FixtureRequest, self_signed: tuple[Path, Path]) -> Iterator[CountingServer]:
+    """An https URL whose TLS handshake fails: a self-signed certificate, or a server speaking http."""
+    handle = plain_http
+    if request.param == "self-signed":
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(*self_signed)
+
+        def handle(conn: socket.socket) -> None:
+            with context.wrap_socket(conn, server_side=True) as tls:
+                tls.recv(4096)
+
+    server = CountingServer(handle)
+    yield server
+    server.close()
+
+
+async def test_a_tls_failure_is_not_retried(tls_refusing: CountingServer) -> None:
+    sleeps: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        sleeps.append(seconds)
+
+    connection = Connection(urls=(f"https://127.0.0.1:{tls_refusing.port}",))
+    async with Elasticsearch(connection, retry=RetryPolicy(attempts=4), sleep=sleep) as es:
+        with pytest.raises(TransportError) as caught:
+            await es.info()
+    assert (tls_refusing.accepted, es.requests, sleeps) == (1, 1, [])  # one connection attempt
+    assert caught.value.permanent
+    assert "TLS failed" in str(caught.value)
+
+
+async def test_a_url_that_is_not_http_fails_at_once() -> None:
+    connection = Connection()
+    object.__setattr__(connection, "urls", ("ftp://es",))  # past the check Connection makes
+    async with Elasticsearch(connection, retry=RetryPolicy(attempts=4)) as es:
+        with pytest.raises(TransportError) as caught:
+            await es.info()
+    assert caught.value.permanent
+    assert es.requests == 1
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("http//x", "no http:// or https://"),
+        ("localhost:9200", "no http:// or https://"),
+        ("ftp://user:canary-pw@x", "the scheme ftp://"),
+        ("http://:99999", "the port is not a number"),
+        ("http://canary-pw@:99999", "the port is not a number"),
+        ("http://:80", "no host"),
+        ("http://[::1", "Invalid IPv6 URL"),
+    ],
+)
+def test_a_malformed_url_is_refused_naming_it(url: str, message: str) -> None:
+    with pytest.raises(ValueError, match="--url") as caught:
+        Connection.from_urls(url)
+    assert message in str(caught.value)
+    assert_no_canary(str(caught.value))
+
+
+def test_a_ca_certificate_that_cannot_be_read_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=r"--ca-cert .*No such file"):
+        Connection(ca_cert=str(tmp_path / "missing.pem"))
+    (tmp_path / "not.pem").write_text("not a certificate")
+    with pytest.raises(ValueError, match=r"--ca-cert .*not a PEM certificate"):
+        Connection(ca_cert=str(tmp_path / "not.pem"))

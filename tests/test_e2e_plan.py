@@ -408,7 +408,7 @@ def test_a_bad_state_option_is_an_error_not_a_traceback(make_tool: MakeTool) -> 
     tool = make_tool()
     result = tool("plan", "--state", "s3://bucket")
     assert result.code == 1
-    assert result.stderr == "Error: --state must be cluster or file:PATH, not 's3://bucket'\n"
+    assert result.stderr == "Error: --state 's3://bucket': give cluster or file:PATH\n"
 
 
 @pytest.mark.parametrize("version", VERSIONS)
@@ -426,3 +426,22 @@ def test_an_elser_service_manifest_applies_and_stays_without_changes(
     assert applied.code == 0, applied
     assert tool.es("GET", "/_inference/sparse").json()["endpoints"][0]["service"] == "elasticsearch"
     assert not actions(plan_json(tool))
+
+
+def test_a_task_type_change_is_planned_and_applied_as_a_replace(make_tool: MakeTool) -> None:
+    """The reference check (DELETE ?dry_run=true) and the delete itself go to the endpoint's live
+    task type: Elasticsearch refuses a path that names another one."""
+    tool = make_tool()
+    tool.write("e.yaml", E5.replace("inference_id: e5", "inference_id: e"))
+    assert tool("apply", "--auto-approve").code == 0
+    retyped = "inference_id: e\ntask_type: sparse_embedding\nservice: elasticsearch\n"
+    tool.write(
+        "e.yaml",
+        retyped + "service_settings: {model_id: .elser_model_2, num_threads: 1, num_allocations: 1}\n",
+    )
+    assert actions(plan_json(tool)) == {"e": ("replace", "manifest-changed")}
+    applied = tool("apply", "--auto-approve")
+    assert applied.code == 0, applied
+    (live,) = tool.es("GET", "/_inference/e").json()["endpoints"]
+    assert live["task_type"] == "sparse_embedding"
+    assert tool("plan", "--detailed-exitcode").code == 0

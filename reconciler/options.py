@@ -1,0 +1,166 @@
+"""The options of the emulator and of the cluster commands, and checks of what could only fail later.
+
+The tables are plain data: the command line makes typer options of them. Each check raises
+`OptionError`, whose message names the option and what is wrong with it; the command line prints it
+as one `Error:` line and exits 1. Nothing here prints or reads a secret.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+_STR, _INT, _PATH, _MANY = str | None, int | None, Path | None, list[str] | None
+
+
+@dataclass(frozen=True)
+class Row:
+    """One option: its default, help and flags; its type is the default's unless `kind` says."""
+
+    default: Any
+    help: str
+    flags: tuple[str, ...] = ()
+    kind: Any = None
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+
+def option(default: Any, help: str, *flags: str, kind: Any = None, **extra: Any) -> Row:
+    return Row(default, help, flags, kind, extra)
+
+
+EMULATOR: dict[str, Row] = {
+    "host": option("127.0.0.1", "Address to listen on."),
+    "port": option(9200, "Port to listen on (0 picks a free one)."),
+    "version": option("9.5.0", "Elasticsearch version to emulate: 8.19.x or 9.0.x to 9.5.x."),
+    "latency_ms": option(0.0, "Latency added to every request, in milliseconds."),
+    "fault_rate": option(0.0, "Share of requests answered 429 or 503 without being applied (0 to 1)."),
+    "fault_seed": option(0, "Seed of the fault injection, for repeatable runs."),
+    "lost_response_rate": option(0.0, "Share of writes applied whose response is then lost (0 to 1)."),
+    "retry_after": option(1.0, "Seconds sent in Retry-After with injected 429s."),
+    "deploy_seconds": option(
+        5.0, "Seconds a trained-model deployment takes to reach its target allocations."
+    ),
+    "ml_capacity": option(
+        None, "Processors on the ML node (an allocation uses num_threads); more stay pending.", kind=_INT
+    ),
+    "ml_autoscaling": option(
+        True,
+        "Pending allocations wait for capacity (as on Elastic Cloud); without it a start that "
+        "cannot be placed fails at once (429; 409 from 9.5).",
+    ),
+    "max_put_wait": option(
+        30.0, "Seconds a PUT of an in-cluster endpoint waits at most before answering 408."
+    ),
+    "fail_models": option(None, "Deployments of this model fail (repeatable).", "--fail-model", kind=_MANY),
+    "api_key": option(None, "Require `Authorization: ApiKey <this>`; without it none is needed.", kind=_STR),
+    "data_dir": option(None, "Persist the cluster here across restarts (default: in memory).", kind=_PATH),
+    "eis": option(False, "Also list the preconfigured EIS (`elastic` service) endpoints."),
+    "trained_models": option(
+        None,
+        "A model uploaded with eland, as MODEL_ID[:TASK_TYPE] (default text_embedding; repeatable).",
+        "--trained-model",
+        kind=_MANY,
+    ),
+}
+
+
+_SECRET = {"kind": _STR, "show_default": False}
+COMMON: dict[str, Row] = {
+    "url": option(
+        None,
+        "Elasticsearch URL (default http://localhost:9200); several comma-separated are tried in order.",
+        envvar=["ELASTICSEARCH_URL", "ELASTICSEARCH_ENDPOINTS", "ES_URL"],
+        show_envvar=True,
+        kind=_STR,
+    ),
+    "api_key": option(
+        None, "API key (Authorization: ApiKey).", envvar=["ELASTICSEARCH_API_KEY", "ES_API_KEY"], **_SECRET
+    ),
+    "username": option(None, "Basic auth user.", envvar="ELASTICSEARCH_USERNAME", kind=_STR),
+    "password": option(None, "Basic auth password.", envvar="ELASTICSEARCH_PASSWORD", **_SECRET),
+    "bearer_token": option(None, "Bearer token.", envvar="ELASTICSEARCH_BEARER_TOKEN", **_SECRET),
+    "ca_cert": option(None, "CA certificate (PEM) to trust.", envvar="ELASTICSEARCH_CA_CERT", kind=_STR),
+    "insecure": option(False, "Do not verify TLS certificates (warns).", envvar="ELASTICSEARCH_INSECURE"),
+    "state": option("cluster", "Where the state lives: cluster, or file:PATH.", envvar="RECONCILER_STATE"),
+    "workspace": option("default", "State workspace (one state each).", envvar="RECONCILER_WORKSPACE"),
+    "log_format": option("console", "Logs on stderr: console or json.", envvar="RECONCILER_LOG_FORMAT"),
+    "no_color": option(False, "No colours in the output.", "--no-color", envvar="NO_COLOR"),
+}
+
+
+_WORKSPACE = re.compile(r"[A-Za-z0-9_.-]+")
+
+# Emulator options: (lowest, highest) allowed, None for no bound.
+EMULATOR_RANGES: dict[str, tuple[float, float | None]] = {
+    "port": (0, 65535),
+    "latency_ms": (0, None),
+    "fault_rate": (0, 1),
+    "lost_response_rate": (0, 1),
+    "retry_after": (0, None),
+    "deploy_seconds": (0, None),
+    "max_put_wait": (0, None),
+    "ml_capacity": (0, None),
+}
+
+
+PLANNING: dict[str, Row] = {
+    "target": option(None, "Only this endpoint (repeatable).", kind=_MANY),
+    "replace": option(None, "Replace this endpoint even if unchanged (repeatable).", kind=_MANY),
+    "refresh_only": option(False, "Only accept the cluster's values into the state.", "--refresh-only"),
+    "destroy": option(False, "Delete every managed endpoint.", "--destroy"),
+    "allow_referenced": option(
+        False, "Delete or replace endpoints in use (with force).", "--allow-referenced"
+    ),
+}
+
+
+class OptionError(ValueError):
+    """An option's value the tool refuses; the message names the option."""
+
+
+def workspace(name: str) -> str:
+    """A workspace name: letters, digits, `_`, `.` and `-` (it names a file and a document)."""
+    if not _WORKSPACE.fullmatch(name):
+        raise OptionError(f"--workspace {name!r}: use only letters, digits, '_', '.' and '-'")
+    return name
+
+
+def state(spec: str, workspace: str) -> str:
+    """`cluster`, or `file:PATH` where PATH can be written: in a folder that exists, not a folder
+    (PATH as the workspace names it: `state.json` is `state.NAME.json` in workspace NAME)."""
+    if spec == "cluster":
+        return spec
+    if not spec.startswith("file:") or len(spec) == len("file:"):
+        raise OptionError(f"--state {spec!r}: give cluster or file:PATH")
+    path = Path(spec.removeprefix("file:"))
+    if workspace != "default" and path.name:
+        path = path.with_name(f"{path.stem}.{workspace}{path.suffix}")
+    writable(path, "--state")
+    return spec
+
+
+def writable(path: Path, option: str) -> Path:
+    """A file the tool is to write: its folder exists and it is not a folder itself."""
+    if path.is_dir():
+        raise OptionError(f"{option} {path}: is a folder; give a file path")
+    folder = path.parent
+    if not folder.is_dir():
+        what = "is not a folder" if folder.exists() else "does not exist"
+        raise OptionError(f"{option} {path}: the folder {folder} {what}")
+    return path
+
+
+def check_emulator(options: Mapping[str, Any]) -> None:
+    """The emulator's numeric options are within their ranges (rates are shares, 0 to 1)."""
+    for name, (low, high) in EMULATOR_RANGES.items():
+        value = options.get(name)
+        if value is None:
+            continue
+        if not math.isfinite(value) or value < low or (high is not None and value > high):
+            flag = "--" + name.replace("_", "-")
+            allowed = f"from {low:g} to {high:g}" if high is not None else f"{low:g} or more"
+            raise OptionError(f"{flag} {value:g}: must be {allowed}")
