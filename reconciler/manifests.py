@@ -145,6 +145,7 @@ class _Checker:
         task_type = self._task_type(data.get("task_type"), resolved.get("task_type"))
         if service is None or task_type is None or not isinstance(resolved.get("service_settings"), dict):
             return None
+        service = catalog.route(service, task_type, self.version)
         self._normalise(service, task_type, resolved)
         self._check_settings(service, task_type, resolved, secrets)
         self._check_lifecycle(data, service, task_type)

@@ -60,8 +60,9 @@ def _chunking(version: Version) -> st.SearchStrategy[dict[str, Any] | None]:
             )
         ),
     ]
-    if version.at_least(9, 1):
+    if catalog.CHUNKING_STRATEGIES["none"].covers(version):
         options.append(st.just({"strategy": "none"}))
+    if catalog.CHUNKING_STRATEGIES["recursive"].covers(version):
         options.append(
             st.builds(
                 lambda size, group: {

@@ -389,3 +389,15 @@ def test_deployment_health_reads_the_trained_model_stats(
 
 # What `_update` changes in place on each version is stated, with its source, in
 # tests/es_facts/update-rules.yaml; tests/test_es_facts.py checks the emulator and the planner against it.
+
+
+def test_the_elser_alias_routes_other_task_types_to_the_elasticsearch_service() -> None:
+    elser = catalog.SERVICES["elser"]
+    for version in (Version(8, 19), Version(9, 0), Version(9, 5)):
+        assert catalog.route(elser, "sparse_embedding", version) is elser
+        assert catalog.route(elser, "text_embedding", version) is catalog.SERVICES["elasticsearch"]
+        assert catalog.route(elser, "rerank", version) is catalog.SERVICES["elasticsearch"]
+        # A task type neither parses stays with the alias, which refuses it.
+        assert catalog.route(elser, "completion", version) is elser
+    openai = catalog.SERVICES["openai"]
+    assert catalog.route(openai, "rerank", Version(9, 5)) is openai

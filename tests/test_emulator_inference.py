@@ -371,7 +371,7 @@ CHUNKING_CASES: list[tuple[str, dict[str, Any], str]] = [
         {"strategy": "recursive", "max_chunk_size": 100, "separators": ["\n"], "separator_group": "markdown"},
         "Recursive chunking settings can not have both separators and separator_set",
     ),
-    ("8.19.3", {"strategy": "recursive", "max_chunk_size": 100}, "Invalid chunkingStrategy recursive"),
+    ("9.0.4", {"strategy": "recursive", "max_chunk_size": 100}, "Invalid chunkingStrategy recursive"),
 ]
 
 

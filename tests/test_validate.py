@@ -661,6 +661,16 @@ def test_warnings_do_not_fail(tmp_path: Path) -> None:
     assert "c.yaml:9: wait: warning: the anthropic service deploys no trained model" in result.stderr
 
 
+def test_the_elser_alias_with_text_embedding_is_the_elasticsearch_service(tmp_path: Path) -> None:
+    e5 = (
+        "inference_id: e5\ntask_type: text_embedding\nservice: elser\nservice_settings:\n"
+        "  model_id: .multilingual-e5-small\n  num_threads: 1\n  num_allocations: 1\n"
+    )
+    result = run(tmp_path, {"e.yaml": e5})
+    assert result.exit_code == 0, result.output
+    assert "e.yaml:3: service: warning: the elser service is deprecated" in result.stderr
+
+
 def test_the_examples_in_the_repository_are_valid() -> None:
     env = {"ANTHROPIC_API_KEY": "a", "OPENAI_API_KEY": "b", "COHERE_API_KEY": "c"}
     root = Path(__file__).resolve().parents[1] / "manifests"

@@ -109,6 +109,7 @@ __all__ = [
     "missing_setting",
     "not_positive",
     "parse_task_type",
+    "route",
     "service",
     "services",
     "supported",
@@ -152,6 +153,17 @@ def service(name: str, version: Version) -> Service | None:
     """The service of that exact name if the version has it (names are case-sensitive)."""
     found = SERVICES.get(name)
     return found if found is not None and found.available(version) else None
+
+
+def route(found: Service, task_type: str, version: Version) -> Service:
+    """The service that parses the endpoint. A deprecated alias stored as another service is that
+    service's own parser under an old name: the task types the alias lacks go to it (`elser` with
+    text_embedding or rerank is the elasticsearch service, C14)."""
+    if found.stored_as is None or found.supports(task_type, version):
+        return found
+    name, since = found.stored_as
+    target = SERVICES[name]
+    return target if since.covers(version) and target.supports(task_type, version) else found
 
 
 def services(version: Version) -> list[Service]:

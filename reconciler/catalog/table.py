@@ -255,9 +255,10 @@ SEPARATOR_GROUPS: dict[str, list[str]] = {
 CHUNKING_STRATEGIES: dict[str, Since] = {
     "sentence": ALWAYS,
     "word": ALWAYS,
-    # The 8.19 spec knows only sentence and word; none and recursive arrived with 9.1.
-    "none": Since((9, 1)),
-    "recursive": Since((9, 1)),
+    # none (PR #129150, backport #129324) and recursive (PR #126866, backports #131227, #131228)
+    # exist on 8.19.x and 9.1+, not on 9.0; the 8.19 spec lists only sentence and word.
+    "none": Since((8, 19), (9, 1)),
+    "recursive": Since((8, 19), (9, 1)),
 }
 CHUNK_KEYS: dict[str, tuple[str, ...]] = {
     "sentence": ("strategy", "max_chunk_size", "sentence_overlap"),
@@ -523,11 +524,9 @@ _SERVICES: tuple[Service, ...] = (
         ),
         rate_limit={"*": 10000},
         dimensions_filled=True,
-        similarity="dot_product",
-        similarity_rules=(
-            ("embedding_type", frozenset({"byte", "int8"}), "cosine"),
-            ("embedding_type", frozenset({"bit", "binary"}), "l2_norm"),
-        ),
+        # 8.18+ (PR #125370): cosine for float / byte / int8, l2_norm for bit / binary.
+        similarity="cosine",
+        similarity_rules=(("embedding_type", frozenset({"bit", "binary"}), "l2_norm"),),
     ),
     Service(
         "contextualai",

@@ -78,6 +78,7 @@ async def put_endpoint(
     service = catalog.service(service_name, version) if isinstance(service_name, str) else None
     if service is None:
         raise bad_request("status_exception", f"Unknown service [{java_str(service_name)}]")
+    service = catalog.route(service, task_type, version)
     if inference_id in cluster.deployments:
         raise bad_request(
             "status_exception",
