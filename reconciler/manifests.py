@@ -348,6 +348,10 @@ class _Checker:
             if problem.unknown is not None:
                 message += self._known(service, task_type, problem.path)
             self.error(problem.path, message)
+        task = resolved.get("task_settings")
+        for spec in service.task_fields(task_type, self.version):
+            if spec.unreadable is not None and isinstance(task, dict) and spec.name in task:
+                self.error(f"task_settings.{spec.name}", spec.unreadable)
         if service.deploys_model:
             self._check_model(service, task_type, resolved["service_settings"])
 

@@ -222,6 +222,14 @@ CASES: list[tuple[str, str, str, str]] = [
         "unknown setting of the anthropic service for task type completion (known: api_key, model_id, rate_limit)",
     ),
     (
+        # C11 (AnthropicChatCompletionTaskSettings: top_k is written under top_p, then read back as a
+        # Double): Elasticsearch stores the endpoint but can no longer read it, nor list all endpoints.
+        "anthropic-top-k-poisons-the-endpoint",
+        claude(max_tokens="  max_tokens: 1\n  top_k: 5 # <-"),
+        "task_settings.top_k",
+        "can then no longer read the endpoint back",
+    ),
+    (
         "unknown-task-setting",
         claude(max_tokens="  max_tokens: 1\n  top_a: 1 # <-"),
         "task_settings.top_a",
@@ -740,7 +748,7 @@ def test_a_billion_laughs_fails_fast_with_a_located_error(tmp_path: Path) -> Non
 
 
 def test_aliases_within_the_budget_still_work(tmp_path: Path) -> None:
-    text = claude(max_tokens="  max_tokens: &n 16\n  top_k: *n")
+    text = claude(max_tokens="  max_tokens: &n 16\n  temperature: *n")
     result = run(tmp_path, {"m.yaml": text})
     assert result.exit_code == 0, result.output
 

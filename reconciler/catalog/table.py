@@ -147,6 +147,9 @@ class Field:
     # Elasticsearch's own wording where a setting's errors are not the generic ones.
     missing_reason: tuple[str, str] | None = None
     check: Literal["power_of_two_32"] | None = None
+    # Elasticsearch accepts the setting but then cannot read the endpoint back: the validator
+    # refuses it with this reason (the emulator, like the server, takes it).
+    unreadable: str | None = None
 
     def applies(self, task_type: str, version: Version) -> bool:
         return (not self.task_types or task_type in self.task_types) and self.since.covers(version)
@@ -438,8 +441,15 @@ _SERVICES: tuple[Service, ...] = (
             Field("max_tokens", Kind.INTEGER, required=True, positive=True),
             Field("temperature", Kind.DOUBLE),
             Field("top_p", Kind.DOUBLE),
-            # Elasticsearch writes top_k back under the key top_p (src commit 01195333).
-            Field("top_k", Kind.INTEGER, echo_as="top_p"),
+            # Elasticsearch writes top_k back under the key top_p (src commit 01195333) and then
+            # parses that integer as a Double: the endpoint can no longer be read (C11).
+            Field(
+                "top_k",
+                Kind.INTEGER,
+                echo_as="top_p",
+                unreadable="Elasticsearch stores top_k under the key top_p and can then no longer read the "
+                "endpoint back (GET of it and GET /_inference/_all answer 400): leave top_k out",
+            ),
         ),
         rate_limit={"*": 50},
         task_settings_update="replace",
