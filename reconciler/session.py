@@ -57,13 +57,19 @@ class Cluster:
         )
 
 
-async def read_cluster(es: Elasticsearch, backend: Backend) -> Cluster:
-    info = await es.info()
+def supported_version(info: Mapping[str, Any]) -> Version:
+    """The version GET / reports, if the catalog describes its rules."""
     version = Version.parse(str(info["version"]["number"]))
     if not catalog.supported(version):
         raise UnsupportedVersionError(
             f"Elasticsearch {version} is not supported: this tool knows 8.19 and 9.0 to 9.5"
         )
+    return version
+
+
+async def read_cluster(es: Elasticsearch, backend: Backend) -> Cluster:
+    info = await es.info()
+    version = supported_version(info)
     endpoints, snapshot = await asyncio.gather(es.endpoints(), backend.read())
     live = {e["inference_id"]: _shown(e, snapshot.state) for e in endpoints}
     return Cluster(info, version, live, snapshot.state, snapshot.token)
@@ -94,10 +100,15 @@ async def make_plan(
     planning: Planning = Planning(),
     *,
     env: Mapping[str, str] | None = None,
+    checked: tuple[Version, Validation] | None = None,
 ) -> tuple[Plan | None, Validation, Cluster]:
-    """Validate the manifests for the cluster's version and plan; no lock is taken, nothing written."""
+    """Validate the manifests for the cluster's version and plan; no lock is taken, nothing written.
+    `checked`: the manifests already validated (for that version) by this run: not read again."""
     cluster = await read_cluster(es, backend)
-    validation = load(manifests, cluster.version, os.environ if env is None else env)
+    if checked is not None and checked[0] == cluster.version:
+        validation = checked[1]
+    else:
+        validation = load(manifests, cluster.version, os.environ if env is None else env)
     if not validation.ok:
         return None, validation, cluster
     state = cluster.state

@@ -54,7 +54,14 @@ from reconciler.reports import (
     WorkflowError,
 )
 from reconciler.resolver import Resolver
-from reconciler.session import Cluster, Planning, UnsupportedVersionError, make_plan, read_cluster
+from reconciler.session import (
+    Cluster,
+    Planning,
+    UnsupportedVersionError,
+    make_plan,
+    read_cluster,
+    supported_version,
+)
 from reconciler.state import LockInfo, State, StateError
 from reconciler.storage import Backend, StoppedBySignalError, backend_for, locked
 
@@ -183,16 +190,11 @@ def load_plan(path: Path, *, to_apply: bool = False, env: Mapping[str, str] | No
     return saved
 
 
-async def validated(es: Elasticsearch, manifests: Path, env: Mapping[str, str]) -> Validation:
+async def validated(es: Elasticsearch, manifests: Path, env: Mapping[str, str]) -> tuple[Version, Validation]:
     """The manifests validated for the cluster's version, which costs one read (GET /): what a
     command that writes checks before it takes the lock or changes anything."""
-    info = await es.info()
-    version = Version.parse(str(info["version"]["number"]))
-    if not catalog.supported(version):
-        raise UnsupportedVersionError(
-            f"Elasticsearch {version} is not supported: this tool knows 8.19 and 9.0 to 9.5"
-        )
-    return load(manifests, version, env)
+    version = supported_version(await es.info())
+    return version, load(manifests, version, env)
 
 
 # -- apply -------------------------------------------------------------------------------------
@@ -255,8 +257,8 @@ async def apply(
     saved = load_plan(request.planfile, to_apply=True, env=env) if request.planfile is not None else None
     if saved is None:
         checked = await validated(es, request.manifests, env)
-        if not checked.ok:
-            confirm(PlanReport(None, checked))  # shows the errors
+        if not checked[1].ok:
+            confirm(PlanReport(None, checked[1]))  # shows the errors
             return ApplyReport(None)
     carry_out = functools.partial(
         execute, env=env, reporter=reporter, options=request.options, workspace=request.workspace
@@ -273,7 +275,7 @@ async def apply(
             salt = cluster.state.salt if cluster.state is not None else None
             return ApplyReport(await carry_out(es, backend, cluster, saved, salt=salt))
         planned, validation, cluster = await make_plan(
-            es, backend, request.manifests, request.planning, env=env
+            es, backend, request.manifests, request.planning, env=env, checked=checked
         )
         approved = confirm(PlanReport(planned, validation))
         if planned is None or planned.errors or not approved:
@@ -286,7 +288,9 @@ async def apply(
         if result.failed or request.planning.options.refresh_only or request.planning.options.destroy:
             return ApplyReport(result)
         again = Planning(allow_referenced=request.planning.allow_referenced)
-        after, _, _ = await make_plan(es, backend, request.manifests, again, env=env)
+        after, _, _ = await make_plan(
+            es, backend, request.manifests, again, env=env, checked=(cluster.version, validation)
+        )
         return ApplyReport(result, after)
 
 

@@ -318,3 +318,23 @@ async def test_an_unsupported_state_spec_stops_the_run(tmp_path: Path) -> None:
 def test_planning_defaults_plan_everything() -> None:
     assert Planning().options == Options()
     assert not Planning().allow_referenced
+
+
+async def test_apply_reads_the_manifests_once(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Validated before the lock, planned under it, planned again to show convergence: one read."""
+    from reconciler import manifests, session
+
+    reads: list[Path] = []
+
+    def counted(root: Path, *args: object, **kwargs: object) -> manifests.Validation:
+        reads.append(root)
+        return manifests.load(root, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(workflows, "load", counted)
+    monkeypatch.setattr(session, "load", counted)
+    world.write("a.yaml", anthropic("a"))
+    report = await world.apply()
+    assert report.exit_code == 0
+    assert report.after_plan is not None
+    assert not report.after_plan.has_changes
+    assert reads == [world.manifests]
