@@ -9,6 +9,7 @@ the next plan shows nothing but the secrets it cannot know (`secret-unknown`).
 
 from __future__ import annotations
 
+import copy
 import os
 import re
 from collections.abc import Mapping, Sequence
@@ -32,7 +33,8 @@ def reference_name(inference_id: str, field: str) -> str:
 def manifest_for(endpoint: Mapping[str, Any], service: Service) -> tuple[dict[str, Any], list[str]]:
     """A manifest for a live endpoint, and the environment variables its secrets need."""
     task_type = str(endpoint["task_type"])
-    settings = dict(endpoint.get("service_settings") or {})
+    # A deep copy: the masked values are rewritten in place, and the cluster read is not ours.
+    settings = copy.deepcopy(dict(endpoint.get("service_settings") or {}))
     fields = {f.name: f for f in service.service_settings if f.applies(task_type, catalog.NEWEST_SUPPORTED)}
     rate_limit = settings.get("rate_limit")
     if isinstance(rate_limit, dict) and rate_limit.get("requests_per_minute") == service.default_rate_limit(

@@ -289,7 +289,7 @@ class _Checker:
             + re.sub(r"[^A-Z0-9]+", "_", f"{self.doc.data.get('inference_id', 'ENDPOINT')}_{key}".upper())
             + "}"
         )
-        if not isinstance(value, str) or not _single_reference(value):
+        if not isinstance(value, str) or not is_single_reference(value):
             self.error(
                 path, f"a secret must be a reference such as {example} or ${{file:PATH}}, not a literal value"
             )
@@ -455,13 +455,6 @@ def _without(settings: Mapping[str, Any], secrets: Mapping[str, Secret]) -> dict
         else:
             out.pop(top, None)
     return out
-
-
-def _single_reference(text: str) -> bool:
-    try:
-        return is_single_reference(text)
-    except BadReferenceError:
-        return False
 
 
 _FORMAT_MESSAGES = {

@@ -49,11 +49,6 @@ class Action(StrEnum):
     def symbol(self) -> str:
         return _SYMBOLS[self.value]
 
-    @property
-    def touches_cluster(self) -> bool:
-        """Whether the action sends requests that change the cluster (the others write the state only)."""
-        return self in (Action.CREATE, Action.UPDATE, Action.REPLACE, Action.DELETE)
-
 
 _SYMBOLS = {
     "create": "+",
@@ -154,6 +149,12 @@ class Change:
     @property
     def reason(self) -> str | None:
         return primary_reason(self.reasons)
+
+    @property
+    def live_task_type(self) -> str:
+        """The task type the endpoint has in the cluster (a replace may change it): where the
+        DELETE and its reference dry run must go."""
+        return str((self.before or {}).get("task_type") or self.task_type)
 
     @property
     def referenced(self) -> bool:

@@ -32,7 +32,7 @@ from reconciler import catalog, planner
 from reconciler.catalog import Kind, Version
 from reconciler.model import Desired, Lifecycle, Source
 from reconciler.plan import Action, Change, Plan, PlanFormatError, Request
-from reconciler.sensitive import BadReferenceError, Secret, is_single_reference
+from reconciler.sensitive import Secret, is_single_reference
 from reconciler.state import EndpointRecord, State
 from reconciler.views import fingerprint, live_view
 
@@ -169,7 +169,7 @@ def _secrets(change: Change, version: Version, record: EndpointRecord | None, si
             )
         elif spec is None and "${" not in planned.reference:
             problems.append(f"secrets: service_settings.{path} holds no ${{...}} reference")
-        elif spec is not None and not _is_reference(planned.reference):
+        elif spec is not None and not is_single_reference(planned.reference):
             problems.append(f"secrets: service_settings.{path} is not given as one ${{...}} reference")
     return problems
 
@@ -177,15 +177,6 @@ def _secrets(change: Change, version: Version, record: EndpointRecord | None, si
 def _a(action: Action) -> str:
     """`a delete`, `an update`."""
     return ("an " if action.value[0] in "aeiou" else "a ") + action.value
-
-
-def _is_reference(text: object) -> bool:
-    if not isinstance(text, str):
-        return False
-    try:
-        return is_single_reference(text)
-    except BadReferenceError:
-        return False
 
 
 def _stray_references(change: Change) -> list[str]:
@@ -196,7 +187,7 @@ def _stray_references(change: Change) -> list[str]:
     problems = []
     for where, body in bodies:
         for path, value in _strings(body, ""):
-            if _is_reference(value) and listed.get(path) != value:
+            if is_single_reference(value) and listed.get(path) != value:
                 problems.append(f"{where}: {path} is a ${{...}} reference that `secrets` does not list")
     return problems
 
@@ -222,7 +213,9 @@ def _without_desired(change: Change, live: Mapping[str, Any] | None) -> list[str
     if action is Action.DELETE:
         if live is None:
             return ["a delete of an endpoint the cluster does not have"]
-        problems = _requests(change, (planner.delete_request(change, task_type=str(live.get("task_type"))),))
+        problems = _requests(
+            change, (planner.delete_request(change.inference_id, str(live.get("task_type"))),)
+        )
         if (change.task_type, change.service) != (live.get("task_type"), live.get("service")):
             problems.append("its task_type or service is not the live endpoint's")
         return problems

@@ -137,7 +137,7 @@ def _plan_one(
         fingerprint=fingerprint(live),
         lifecycle=_lifecycle(desired, record),
     )
-    if have is None and record is not None and (desired is None or options.refresh_only):
+    if have is None and record is not None and (desired is None or options.refresh_only or options.destroy):
         # Gone from the cluster and not to be created: the state lets go of it.
         reasons = (
             ("missing-from-cluster",)
@@ -152,7 +152,10 @@ def _plan_one(
             return None
         reason = "destroy" if options.destroy else "removed-from-manifests"
         return replace(
-            template, action=Action.DELETE, reasons=(reason,), requests=(delete_request(template),)
+            template,
+            action=Action.DELETE,
+            reasons=(reason,),
+            requests=(delete_request(template.inference_id, template.live_task_type),),
         )
     secrets = _planned_secrets(desired, state)
     return towards(
@@ -220,9 +223,10 @@ def towards(
             reasons=tuple(reasons),
             diff=tuple(diff),
             replace_paths=blocking,
-            requests=(delete_request(template, task_type=str(have["task_type"])), put),
+            requests=(delete_request(template.inference_id, template.live_task_type), put),
         )
-    body = _update_body(desired, service, [d.path for d in diff], template.before or {}, version)
+    assert put.body is not None
+    body = _update_body(desired, put.body, service, [d.path for d in diff], template.before or {}, version)
     update = Request("PUT", _endpoint_path(desired.task_type, desired.inference_id) + "/_update", body=body)
     return replace(
         template,
@@ -277,9 +281,9 @@ def _endpoint_path(task_type: str, inference_id: str) -> str:
     return f"/_inference/{quote(task_type, safe='')}/{quote(inference_id, safe='')}"
 
 
-def delete_request(change: Change, task_type: str | None = None) -> Request:
-    """DELETE of the endpoint as it exists (its own task type); `with_references` may add force."""
-    return Request("DELETE", _endpoint_path(task_type or change.task_type, change.inference_id))
+def delete_request(inference_id: str, task_type: str) -> Request:
+    """DELETE of the endpoint under the task type it has; `with_references` may add force."""
+    return Request("DELETE", _endpoint_path(task_type, inference_id))
 
 
 def _put(desired: Desired, version: Version) -> Request:
@@ -299,15 +303,20 @@ def _deployment_of(desired: Desired) -> str:
 
 
 def _update_body(
-    desired: Desired, service: Service, paths: Sequence[str], live: Mapping[str, Any], version: Version
+    desired: Desired,
+    request: Mapping[str, Any],
+    service: Service,
+    paths: Sequence[str],
+    live: Mapping[str, Any],
+    version: Version,
 ) -> dict[str, Any]:
     """What `_update` needs for this change on this version: only what it can and must change.
 
     service is never sent; merged-style task_settings are sent whole (the server replaces them),
     with ignored paths filled from the cluster; up to 9.4 any service_settings object is read as
-    new secrets, so the secrets are resent whenever service_settings is sent.
+    new secrets, so the secrets are resent whenever service_settings is sent. `request` is the
+    PUT body (secrets as references), from which the parts sent are taken.
     """
-    request = _desired_body(desired)
     newest = version.at_least(9, 5)
     body: dict[str, Any] = {}
     settings = (
@@ -480,10 +489,9 @@ def _warnings(desired: Sequence[Desired]) -> list[str]:
 
 
 def needs_references(planned: Plan) -> list[tuple[str, str]]:
-    """(inference_id, task_type) of every planned delete and replace: the only ones to check. The
-    task type is the live endpoint's (a replace may change it; the dry run deletes what exists)."""
+    """(inference_id, live task type) of every planned delete and replace: the only ones to check."""
     return [
-        (c.inference_id, str((c.before or {}).get("task_type") or c.task_type))
+        (c.inference_id, c.live_task_type)
         for c in planned.changes
         if c.action in (Action.DELETE, Action.REPLACE)
     ]

@@ -92,8 +92,14 @@ def references(text: str) -> list[Reference]:
     return found
 
 
-def is_single_reference(text: str) -> bool:
-    refs = references(text)
+def is_single_reference(text: object) -> bool:
+    """Whether the value is exactly one well-formed `${...}` reference (a malformed one is not)."""
+    if not isinstance(text, str):
+        return False
+    try:
+        refs = references(text)
+    except BadReferenceError:
+        return False
     return len(refs) == 1 and refs[0].text == text
 
 

@@ -236,7 +236,6 @@ async def execute(
     secrets = resolve_secrets(planned, Resolver(env), salt)
     # Server error text may echo what was sent: the client redacts every resolved secret from it.
     es.redact_values(secret for per_endpoint in secrets.values() for secret in per_endpoint.values())
-    # applier call site
     writer = StateWriter(backend, cluster.state or State.new(workspace), cluster.token)
     applier = Applier(es, writer, secrets, reporter, options)
     return await applier.apply(planned)
