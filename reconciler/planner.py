@@ -19,8 +19,6 @@ force it are named.
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -34,7 +32,6 @@ from reconciler.plan import (
     Action,
     Change,
     DiffEntry,
-    Finding,
     Plan,
     PlannedSecret,
     Request,
@@ -44,7 +41,6 @@ from reconciler.plan import (
 from reconciler.sensitive import REDACTED, REDACTED_CHANGED, digest
 from reconciler.state import EndpointRecord, State
 from reconciler.views import (
-    ABSENT,
     differences,
     dynamic_paths,
     expected_view,
@@ -548,32 +544,6 @@ def applied_record(
         secret_digests={path: digest(secret, state.salt) for path, secret in desired.secrets.items()},
         lifecycle=desired.lifecycle.model_dump(mode="json"),
         applied_at=applied_at,
-    )
-
-
-# -- drift -------------------------------------------------------------------------------------
-
-
-def drift(live: Mapping[str, Mapping[str, Any]], state: State) -> list[Finding]:
-    """Every path of every managed endpoint where the cluster differs from the last applied echo."""
-    findings = []
-    for inference_id, record in sorted(state.endpoints.items()):
-        current = live.get(inference_id)
-        if current is None:
-            findings.append(_finding(inference_id, "", record.applied, None, "removed"))
-            continue
-        for found in moved(record.applied, live_view(current), _ignore(None, record)):
-            kind = "added" if found.before is ABSENT else "removed" if found.after is ABSENT else "changed"
-            entry = shown(found)
-            findings.append(_finding(inference_id, entry.path, entry.before, entry.after, kind))
-    return findings
-
-
-def _finding(inference_id: str, path: str, applied: Any, live: Any, kind: str) -> Finding:
-    # Stable for the same endpoint, path and live value: a repeated run tells known drift from new.
-    key = json.dumps([inference_id, path, live], sort_keys=True)
-    return Finding(
-        "drift-" + hashlib.sha256(key.encode()).hexdigest()[:16], inference_id, path, applied, live, kind
     )
 
 

@@ -4,7 +4,8 @@ Three views meet in the planner: what a manifest asks for as the server will sto
 (`expected_view`: the catalog fills in the defaults the server adds), what GET /_inference returns
 (`live_view`), and the state's record of the last apply. `differences` and `moved` compare them
 path by path, blind to what the server moves by itself (`dynamic_paths`); `fingerprint` digests a
-live endpoint for the stale check of saved plans. Pure: no I/O.
+live endpoint for the stale check of saved plans; `drift` lists where the cluster moved away from
+the last apply. Pure: no I/O.
 """
 
 from __future__ import annotations
@@ -18,8 +19,9 @@ from typing import Any
 from reconciler import catalog
 from reconciler.catalog import Version
 from reconciler.model import Desired
-from reconciler.plan import DiffEntry, flatten
+from reconciler.plan import DiffEntry, Finding, flatten
 from reconciler.sensitive import REDACTED
+from reconciler.state import State
 
 ABSENT = object()
 
@@ -142,4 +144,32 @@ def shown(entry: DiffEntry) -> DiffEntry:
         entry.path,
         None if entry.before is ABSENT else entry.before,
         None if entry.after is ABSENT else entry.after,
+    )
+
+
+# -- drift -------------------------------------------------------------------------------------
+
+
+def drift(live: Mapping[str, Mapping[str, Any]], state: State) -> list[Finding]:
+    """Every path of every managed endpoint where the cluster differs from the last applied echo."""
+    findings = []
+    for inference_id, record in sorted(state.endpoints.items()):
+        current = live.get(inference_id)
+        if current is None:
+            findings.append(_finding(inference_id, "", record.applied, None, "removed"))
+            continue
+        for found in moved(
+            record.applied, live_view(current), tuple(record.lifecycle.get("ignore_changes", ()))
+        ):
+            kind = "added" if found.before is ABSENT else "removed" if found.after is ABSENT else "changed"
+            entry = shown(found)
+            findings.append(_finding(inference_id, entry.path, entry.before, entry.after, kind))
+    return findings
+
+
+def _finding(inference_id: str, path: str, applied: Any, live: Any, kind: str) -> Finding:
+    # Stable for the same endpoint, path and live value: a repeated run tells known drift from new.
+    key = json.dumps([inference_id, path, live], sort_keys=True)
+    return Finding(
+        "drift-" + hashlib.sha256(key.encode()).hexdigest()[:16], inference_id, path, applied, live, kind
     )

@@ -26,7 +26,7 @@ from typing import Any, ParamSpec, TypeVar
 
 import structlog
 
-from reconciler import catalog, importer, plancheck, planner
+from reconciler import catalog, importer, plancheck, planner, views
 from reconciler.applier import (
     Applier,
     ApplyError,
@@ -301,7 +301,7 @@ async def drift(es: Elasticsearch, backend: Backend, known: frozenset[str] = fro
     """Compare the cluster with what the state says was last applied; reads only."""
     cluster = await read_cluster(es, backend)
     state = cluster.state
-    findings = planner.drift(cluster.endpoints, state) if state is not None else []
+    findings = views.drift(cluster.endpoints, state) if state is not None else []
     checked = len(state.endpoints) if state is not None else 0
     return DriftReport(tuple(findings), checked, known, cluster.identity(es.url))
 
@@ -328,9 +328,7 @@ async def status(es: Elasticsearch, backend: Backend) -> StatusReport:
     }
     stats = await es.deployment_stats(list(deployments.values()))
     state = cluster.state
-    drifted = (
-        {f.inference_id for f in planner.drift(cluster.endpoints, state)} if state is not None else set()
-    )
+    drifted = {f.inference_id for f in views.drift(cluster.endpoints, state)} if state is not None else set()
     rows = (
         _status_row(
             inference_id,

@@ -151,8 +151,8 @@ def test_the_plan_json_round_trips_exactly(tmp_path: Path) -> None:
 
 
 def test_drift_findings_are_stable_and_typed() -> None:
-    from reconciler.planner import drift
     from reconciler.state import EndpointRecord
+    from reconciler.views import drift
 
     applied = {
         "task_type": "rerank",
