@@ -221,7 +221,7 @@ def _initial(options: tuple[str, ...], names: dict[str, str], defaults: dict[str
     values = dict(defaults)
     for flag, name in names.items():
         if flag in options:
-            text = options[options.index(flag) + 1]
+            text = options[len(options) - 1 - options[::-1].index(flag) + 1]  # the last one wins
             values[name] = int(text) if name in ("seed", "capacity") else float(text)
     return values
 

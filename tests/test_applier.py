@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
+from reconciler import render
 from reconciler.applier import ApplyOptions
 from reconciler.catalog import Version
 from reconciler.client import Connection, Elasticsearch
@@ -151,6 +152,11 @@ async def test_apply_sends_exactly_the_requests_of_the_plan(tmp_path: Path, vers
         "retype": Action.REPLACE,
         "gone": Action.DELETE,
     }
+    # What a reviewer reads (plan, show, the Markdown comment) names every request that is sent.
+    shown = render.human(Plan.loads(changed.dumps())) + render.markdown(changed)
+    lines = [f"> {r.line()}" for c in changed.changes for r in c.requests]
+    assert lines
+    assert all(shown.count(line) == 2 for line in lines), shown
     sent = await project.apply(changed)
     assert by_endpoint(sent) == expected_wire(changed)
     # A replace deletes the endpoint under the task type it has, then creates it under the new one

@@ -16,7 +16,6 @@ from reconciler import workflows
 from reconciler.applier import ApplyOptions
 from reconciler.client import Connection, Elasticsearch
 from reconciler.emulator import Emulator, EmulatorConfig
-from reconciler.planner import Options
 from reconciler.progress import LogReporter
 from reconciler.reports import ApplyReport, PlanReport, WorkflowError
 from reconciler.session import Planning
@@ -153,11 +152,14 @@ async def test_a_refused_confirmation_changes_nothing_and_exits_1(world: World) 
 async def test_the_lease_is_renewed_after_confirmation_before_anything_is_sent(world: World) -> None:
     world.write("a.yaml", anthropic("a"))
 
+    seen: list[list[str]] = []
+
     def confirm(planned: PlanReport) -> bool:
-        assert world.backend.calls == []  # nothing renewed or written yet
+        seen.append(list(world.backend.calls))
         return True
 
     assert (await world.apply(confirm)).exit_code == 0
+    assert seen == [[]]  # asked once, before anything was renewed or written
     assert world.backend.calls[0] == "renew"
     assert "write" in world.backend.calls[1:]
 
@@ -280,11 +282,21 @@ async def test_import_writes_manifests_and_the_next_plan_needs_only_the_secret(
     world.write("a.yaml", anthropic("a"))
     assert (await world.apply()).exit_code == 0
     await workflows.forget(world.backend, "a", lock_timeout=0)
+    forgotten = (await world.backend.read()).state
+    assert forgotten is not None
+    assert "a" not in forgotten.endpoints
+    assert "a" in world.emulator.cluster.endpoints  # forgotten by the state, left in the cluster
     (world.manifests / "a.yaml").unlink()
     request = workflows.ImportRequest(("a",), world.manifests)
     report = await workflows.import_endpoints(world.es, world.backend, request)
     assert report.exit_code == 0
     assert [path.name for path, _ in report.written] == ["a.yaml"]
+    env = {**ENV, **dict.fromkeys(report.written[0][1], ENV["ANTHROPIC_API_KEY"])}
+    again = await workflows.plan(world.es, world.backend, workflows.PlanRequest(world.manifests), env=env)
+    assert again.plan is not None
+    assert [(c.inference_id, c.action.value, c.reasons) for c in again.plan.changes] == [
+        ("a", "update", ("secret-unknown",))
+    ]
     with pytest.raises(WorkflowError, match="no live endpoint b"):
         await workflows.import_endpoints(world.es, world.backend, workflows.ImportRequest(("b",), tmp_path))
 
@@ -316,7 +328,10 @@ async def test_an_unsupported_state_spec_stops_the_run(tmp_path: Path) -> None:
 
 
 def test_planning_defaults_plan_everything() -> None:
-    assert Planning().options == Options()
+    options = Planning().options
+    assert options.targets == options.replace == frozenset()
+    assert not options.refresh_only
+    assert not options.destroy
     assert not Planning().allow_referenced
 
 
