@@ -347,10 +347,8 @@ def plan(
     if report.plan is None:
         raise typer.Exit(report.exit_code)
     if out is not None:
-        try:
-            out.write_text(report.plan.dumps(key=os.environ.get("RECONCILER_PLAN_KEY")))
-        except OSError as error:
-            _refuse(f"--out {out}: {error.strerror or error}")
+        with _stopped():
+            workflows.save_plan(report.plan, out)
     typer.echo(view.plan(report.plan), nl=False)
     raise typer.Exit(report.exit_code)
 

@@ -132,13 +132,13 @@ def workspace(name: str) -> str:
 def state(spec: str, workspace: str) -> str:
     """`cluster`, or `file:PATH` where PATH can be written: in a folder that exists, not a folder
     (PATH as the workspace names it: `state.json` is `state.NAME.json` in workspace NAME)."""
+    from reconciler.storage import state_file  # imported only by the commands that have a state
+
     if spec == "cluster":
         return spec
-    if not spec.startswith("file:") or len(spec) == len("file:"):
+    path = state_file(spec, workspace)
+    if path is None:
         raise OptionError(f"--state {spec!r}: give cluster or file:PATH")
-    path = Path(spec.removeprefix("file:"))
-    if workspace != "default" and path.name:
-        path = path.with_name(f"{path.stem}.{workspace}{path.suffix}")
     writable(path, "--state")
     return spec
 

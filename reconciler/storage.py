@@ -324,14 +324,23 @@ class ClusterBackend:
         return LockInfo(**found[0]["body"]) if found is not None else None
 
 
+def state_file(spec: str, workspace: str) -> Path | None:
+    """The file a `file:PATH` state lives in for this workspace (`state.json` is `state.NAME.json`
+    in workspace NAME); None for any other spec."""
+    if not spec.startswith("file:") or len(spec) == len("file:"):
+        return None
+    path = Path(spec.removeprefix("file:"))
+    if workspace != "default" and path.name:
+        path = path.with_name(f"{path.stem}.{workspace}{path.suffix}")
+    return path
+
+
 def backend_for(spec: str, es: Elasticsearch, workspace: str) -> Backend:
     """`cluster` or `file:PATH` (DESIGN.md §4)."""
     if spec == "cluster":
         return ClusterBackend(es, workspace)
-    if spec.startswith("file:") and len(spec) > 5:
-        path = Path(spec[5:])
-        if workspace != "default":
-            path = path.with_name(f"{path.stem}.{workspace}{path.suffix}")
+    path = state_file(spec, workspace)
+    if path is not None:
         return FileBackend(path)
     raise StateError(f"--state must be cluster or file:PATH, not {spec!r}")
 

@@ -190,6 +190,16 @@ def load_plan(path: Path, *, to_apply: bool = False, env: Mapping[str, str] | No
     return saved
 
 
+def save_plan(planned: Plan, path: Path, env: Mapping[str, str] | None = None) -> None:
+    """Write the plan for a later `apply PLANFILE`, signed when RECONCILER_PLAN_KEY is in `env`
+    (default: the environment): the counterpart of `load_plan`."""
+    key = (os.environ if env is None else env).get(PLAN_KEY_VARIABLE)
+    try:
+        path.write_text(planned.dumps(key=key))
+    except OSError as error:
+        raise WorkflowError(f"--out {path}: {error.strerror or error}") from None
+
+
 async def validated(es: Elasticsearch, manifests: Path, env: Mapping[str, str]) -> tuple[Version, Validation]:
     """The manifests validated for the cluster's version, which costs one read (GET /): what a
     command that writes checks before it takes the lock or changes anything."""
