@@ -14,7 +14,7 @@ import json
 import re
 import ssl
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, unquote, urlsplit
 
@@ -100,9 +100,10 @@ def _check_url(url: str) -> None:
         raise ValueError(f"--url {shown}: the port is not a number from 1 to 65535")
 
 
-def _check_ca_cert(path: str) -> None:
+def _ca_context(path: str) -> ssl.SSLContext:
+    """The TLS context trusting the --ca-cert file; ValueError naming what is wrong with it."""
     try:
-        ssl.create_default_context(cafile=path)
+        return ssl.create_default_context(cafile=path)
     except ssl.SSLError as error:
         raise ValueError(f"--ca-cert {path}: not a PEM certificate ({error.reason or error})") from None
     except OSError as error:
@@ -121,6 +122,8 @@ class Connection:
     ca_cert: str | None = None
     insecure: bool = False
     timeout: float = 30.0
+    # Built once, when the CA file is checked: loading it again per client costs as much.
+    _ca: ssl.SSLContext | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         kinds = [
@@ -141,7 +144,7 @@ class Connection:
         for url in self.urls:
             _check_url(url)
         if self.ca_cert:
-            _check_ca_cert(self.ca_cert)
+            object.__setattr__(self, "_ca", _ca_context(self.ca_cert))
 
     @classmethod
     def from_urls(cls, text: str | None, **options: Any) -> Connection:
@@ -202,6 +205,4 @@ class Connection:
     def verify(self) -> ssl.SSLContext | bool:
         if self.insecure:
             return False
-        if self.ca_cert:
-            return ssl.create_default_context(cafile=self.ca_cert)
-        return True
+        return self._ca if self._ca is not None else True

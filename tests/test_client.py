@@ -484,3 +484,14 @@ def test_a_ca_certificate_that_cannot_be_read_is_refused(tmp_path: Path) -> None
     (tmp_path / "not.pem").write_text("not a certificate")
     with pytest.raises(ValueError, match=r"--ca-cert .*not a PEM certificate"):
         Connection(ca_cert=str(tmp_path / "not.pem"))
+
+
+def test_the_ca_file_is_loaded_once_per_connection(self_signed: tuple[Path, Path]) -> None:
+    """Checked when the connection is made, and that context is the one every pool uses."""
+    cert, _ = self_signed
+    connection = Connection(urls=("https://es.example:9243",), ca_cert=str(cert))
+    context = connection.verify()
+    assert isinstance(context, ssl.SSLContext)
+    assert connection.verify() is context
+    es = Elasticsearch(connection, max_connections=12)
+    assert {id(pool._pool._ssl_context) for pool in es._pools} == {id(context)}  # type: ignore[attr-defined]
