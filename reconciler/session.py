@@ -67,8 +67,9 @@ def supported_version(info: Mapping[str, Any]) -> Version:
     return version
 
 
-async def read_cluster(es: Elasticsearch, backend: Backend) -> Cluster:
-    info = await es.info()
+async def read_cluster(es: Elasticsearch, backend: Backend, info: Mapping[str, Any] | None = None) -> Cluster:
+    """The cluster's endpoints and the state, read together; `info` (GET /) when this run has it."""
+    info = info if info is not None else await es.info()
     version = supported_version(info)
     endpoints, snapshot = await asyncio.gather(es.endpoints(), backend.read())
     live = {e["inference_id"]: _shown(e, snapshot.state) for e in endpoints}
@@ -100,12 +101,12 @@ async def make_plan(
     planning: Planning = Planning(),
     *,
     env: Mapping[str, str] | None = None,
-    checked: tuple[Version, Validation] | None = None,
+    checked: tuple[Mapping[str, Any], Validation] | None = None,
 ) -> tuple[Plan | None, Validation, Cluster]:
     """Validate the manifests for the cluster's version and plan; no lock is taken, nothing written.
-    `checked`: the manifests already validated (for that version) by this run: not read again."""
-    cluster = await read_cluster(es, backend)
-    if checked is not None and checked[0] == cluster.version:
+    `checked`: what this run already read (GET /) and the manifests it validated for that version."""
+    cluster = await read_cluster(es, backend, checked[0] if checked is not None else None)
+    if checked is not None:
         validation = checked[1]
     else:
         validation = load(manifests, cluster.version, os.environ if env is None else env)

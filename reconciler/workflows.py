@@ -200,11 +200,13 @@ def save_plan(planned: Plan, path: Path, env: Mapping[str, str] | None = None) -
         raise WorkflowError(f"--out {path}: {error.strerror or error}") from None
 
 
-async def validated(es: Elasticsearch, manifests: Path, env: Mapping[str, str]) -> tuple[Version, Validation]:
-    """The manifests validated for the cluster's version, which costs one read (GET /): what a
-    command that writes checks before it takes the lock or changes anything."""
-    version = supported_version(await es.info())
-    return version, load(manifests, version, env)
+async def validated(
+    es: Elasticsearch, manifests: Path, env: Mapping[str, str]
+) -> tuple[Mapping[str, Any], Validation]:
+    """GET /, and the manifests validated for that version: what a command that writes checks
+    before it takes the lock or changes anything (the plan under the lock reuses both)."""
+    info = await es.info()
+    return info, load(manifests, supported_version(info), env)
 
 
 # -- apply -------------------------------------------------------------------------------------
@@ -298,7 +300,7 @@ async def apply(
             return ApplyReport(result)
         again = Planning(allow_referenced=request.planning.allow_referenced)
         after, _, _ = await make_plan(
-            es, backend, request.manifests, again, env=env, checked=(cluster.version, validation)
+            es, backend, request.manifests, again, env=env, checked=(cluster.info, validation)
         )
         return ApplyReport(result, after)
 

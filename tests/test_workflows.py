@@ -335,8 +335,11 @@ def test_planning_defaults_plan_everything() -> None:
     assert not Planning().allow_referenced
 
 
-async def test_apply_reads_the_manifests_once(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Validated before the lock, planned under it, planned again to show convergence: one read."""
+async def test_apply_reads_the_manifests_and_get_root_once(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Validated before the lock, planned under it, planned again to show convergence: one read of
+    the manifests, one GET / (the version and cluster id do not move within a run)."""
     from reconciler import manifests, session
 
     reads: list[Path] = []
@@ -353,3 +356,5 @@ async def test_apply_reads_the_manifests_once(world: World, monkeypatch: pytest.
     assert report.after_plan is not None
     assert not report.after_plan.has_changes
     assert reads == [world.manifests]
+    counted = (await world.es.request("GET", "/_emulator/requests")).body["requests"]
+    assert [r["count"] for r in counted if r["method"] == "GET" and r["path"] == "/"] == [1]
