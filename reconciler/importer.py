@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from reconciler import catalog, planner
-from reconciler.catalog import Service
-from reconciler.manifests import dump_manifest, load_files
+from reconciler.catalog import Service, Version
+from reconciler.manifests import Validation, dump_manifest, load_files
 from reconciler.sensitive import REDACTED, REDACTED_CHANGED
 from reconciler.session import Cluster
 from reconciler.state import State, StateError
@@ -162,16 +162,22 @@ def write_manifests(
     return written
 
 
-def adopted_state(written: Sequence[tuple[Path, list[str]]], cluster: Cluster, workspace: str) -> State:
-    """The state with the imported endpoints recorded as applied, their secrets unknown."""
+def validated(written: Sequence[tuple[Path, list[str]]], version: Version) -> Validation:
+    """The written manifests, validated in place (their references filled with placeholders);
+    StateError naming each problem when one does not validate."""
     placeholders = {name: "imported" for _, references in written for name in references}
-    state = cluster.state or State.new(workspace)
-    validation = load_files([path for path, _ in written], cluster.version, placeholders)
+    validation = load_files([path for path, _ in written], version, placeholders)
     if validation.errors:
         problems = "\n".join(str(e) for e in validation.errors)
         raise StateError(
             f"the imported manifests were written but do not validate, so nothing was adopted:\n{problems}"
         )
+    return validation
+
+
+def adopted_state(validation: Validation, cluster: Cluster, workspace: str) -> State:
+    """The state with the imported endpoints recorded as applied, their secrets unknown."""
+    state = cluster.state or State.new(workspace)
     for desired in validation.endpoints:
         record = planner.applied_record(
             desired, cluster.endpoints[desired.inference_id], state, cluster.version, now_iso()

@@ -420,15 +420,17 @@ async def import_endpoints(es: Elasticsearch, backend: Backend, request: ImportR
     cluster = await read_cluster(es, backend)
     chosen = _chosen(cluster, request)
     written = importer.write_manifests([cluster.endpoints[i] for i in chosen], request.folder, cluster)
-    importer.adopted_state(written, cluster, request.workspace)  # raises when one does not validate
+    validation = importer.validated(written, cluster.version)
     adopting = False
     try:
         async with locked(backend, "import", request.lock_timeout, _renewal_failed):
-            cluster = await read_cluster(es, backend)  # the state may have moved before the lock
+            cluster = await read_cluster(
+                es, backend, cluster.info
+            )  # the state may have moved before the lock
             gone = [i for i in chosen if i not in cluster.endpoints]
             if gone:
                 raise WorkflowError(f"{', '.join(gone)} went away during the import; nothing was adopted")
-            adopted = importer.adopted_state(written, cluster, request.workspace)
+            adopted = importer.adopted_state(validation, cluster, request.workspace)
             adopting = True
             await importer.adopt(adopted, cluster, backend)
     except BaseException:

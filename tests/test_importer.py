@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from reconciler.catalog import Version
-from reconciler.importer import UnsafeImportError, adopted_state, write_manifests
+from reconciler.importer import UnsafeImportError, validated, write_manifests
 from reconciler.session import Cluster
 from reconciler.state import StateError
 
@@ -17,7 +17,7 @@ def test_a_written_manifest_that_does_not_validate_is_an_error(tmp_path: Path) -
     written.write_text("inference_id: odd\ntask_type: completion\nservice: anthropic\nservice_settings: {}\n")
     cluster = Cluster({}, Version(9, 5), {"odd": {}}, None, None)
     with pytest.raises(StateError, match="nothing was adopted") as raised:
-        adopted_state([(written, [])], cluster, "default")
+        validated([(written, [])], cluster.version)
     assert f"\n{written}:4: service_settings.api_key: " in str(raised.value)  # where the user finds it
 
 

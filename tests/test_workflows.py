@@ -8,6 +8,7 @@ import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -356,5 +357,31 @@ async def test_apply_reads_the_manifests_and_get_root_once(
     assert report.after_plan is not None
     assert not report.after_plan.has_changes
     assert reads == [world.manifests]
-    counted = (await world.es.request("GET", "/_emulator/requests")).body["requests"]
-    assert [r["count"] for r in counted if r["method"] == "GET" and r["path"] == "/"] == [1]
+    logged = (await world.es.request("GET", "/_emulator/requests")).body["requests"]
+    assert [r["count"] for r in logged if r["method"] == "GET" and r["path"] == "/"] == [1]
+
+
+async def test_import_validates_what_it_wrote_once(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Before the lock (so an invalid file stops it early); the adoption under the lock reuses it."""
+    from reconciler import importer, manifests
+
+    reads: list[object] = []
+    load_files = manifests.load_files
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        reads.append(args)
+        return load_files(*args, **kwargs)
+
+    monkeypatch.setattr(importer, "load_files", counted)
+    world.write("a.yaml", anthropic("a"))
+    assert (await world.apply()).exit_code == 0
+    await workflows.forget(world.backend, "a", lock_timeout=0)
+    (world.manifests / "a.yaml").unlink()
+    report = await workflows.import_endpoints(
+        world.es, world.backend, workflows.ImportRequest(("a",), world.manifests)
+    )
+    assert report.exit_code == 0
+    assert len(reads) == 1
+    state = (await world.backend.read()).state
+    assert state is not None
+    assert "a" in state.endpoints
