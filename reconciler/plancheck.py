@@ -34,7 +34,7 @@ from reconciler.model import Desired, Lifecycle, Source
 from reconciler.plan import Action, Change, Plan, PlanFormatError, Request
 from reconciler.sensitive import Secret, is_single_reference
 from reconciler.state import EndpointRecord, State
-from reconciler.views import fingerprint, live_view
+from reconciler.views import fingerprint
 
 # The actions of a change that carries a desired body, and of one that does not.
 _WITH_DESIRED = frozenset({Action.CREATE, Action.UPDATE, Action.REPLACE, Action.ADOPT, Action.NO_OP})
@@ -243,16 +243,8 @@ def _with_desired(
         return [f"its desired body is not one the planner makes ({type(error).__name__})"]
     if change.action is Action.NO_OP:  # sends nothing; not stale-checked, so not rebuilt
         return _requests(change, ())
-    have = live_view(live) if live is not None else None
-    template = Change(
-        inference_id=change.inference_id,
-        task_type=(live or {}).get("task_type") or desired.task_type,
-        service=(live or {}).get("service") or desired.service,
-        action=Action.NO_OP,
-        before=have,
-        fingerprint=fingerprint(live),
-        lifecycle=desired.lifecycle.model_dump(mode="json"),
-    )
+    template = planner.start(change.inference_id, live, desired, desired.lifecycle.model_dump(mode="json"))
+    have = template.before
     cause = "forced" if change.action is Action.REPLACE else None  # --replace forces any existing one
     try:
         rebuilt = planner.towards(template, desired, have, record, change.secrets, version, cause)

@@ -122,17 +122,8 @@ def _plan_one(
     options: Options,
 ) -> Change | None:
     record = state.endpoints.get(inference_id)
-    have = live_view(live) if live is not None else None
-    known = desired or record
-    template = Change(
-        inference_id=inference_id,
-        task_type=(live or {}).get("task_type") or (known.task_type if known else ""),
-        service=(live or {}).get("service") or (known.service if known else ""),
-        action=Action.NO_OP,
-        before=have,
-        fingerprint=fingerprint(live),
-        lifecycle=_lifecycle(desired, record),
-    )
+    template = start(inference_id, live, desired or record, _lifecycle(desired, record))
+    have = template.before
     if have is None and record is not None and (desired is None or options.refresh_only or options.destroy):
         # Gone from the cluster and not to be created: the state lets go of it.
         reasons = (
@@ -156,6 +147,26 @@ def _plan_one(
     secrets = _planned_secrets(desired, state)
     return towards(
         template, desired, have, record, secrets, cluster.version, _cause(desired, record, cluster, options)
+    )
+
+
+def start(
+    inference_id: str,
+    live: Mapping[str, Any] | None,
+    known: Desired | EndpointRecord | None,
+    lifecycle: Mapping[str, Any],
+) -> Change:
+    """The no-op every change of an endpoint starts from: the live view it was planned against (and
+    its fingerprint), and the task type and service it has live, else as known from the manifest or
+    the state. The re-check of a saved plan (`plancheck`) starts from it too."""
+    return Change(
+        inference_id=inference_id,
+        task_type=(live or {}).get("task_type") or (known.task_type if known else ""),
+        service=(live or {}).get("service") or (known.service if known else ""),
+        action=Action.NO_OP,
+        before=live_view(live) if live is not None else None,
+        fingerprint=fingerprint(live),
+        lifecycle=lifecycle,
     )
 
 
