@@ -13,8 +13,8 @@ What will change is expected versus live. Live keys the manifest never set are t
 never count, unless the manifest set them at the last apply and no longer does: removing a key is a
 real change. Reasons tell a manifest change (expected versus what was requested) from drift (live
 versus what was applied). A change is an in-place update only when the catalog says `_update` can
-change every changed path on the server's version; otherwise it is a replace, and the paths that
-force it are named.
+change every changed path on the server's version, and the update would not reset the endpoint's
+chunking (C5); otherwise it is a replace, and the paths that force it are named.
 """
 
 from __future__ import annotations
@@ -135,7 +135,9 @@ def _plan_one(
     if options.refresh_only:
         return _refresh(template, desired, record) if have is not None and record is not None else None
     if options.destroy or desired is None:
-        if have is None:
+        if have is None or record is None:
+            # Destroy deletes only what the state manages: a live endpoint that only a manifest
+            # names was never applied by this workspace (a normal plan would adopt it).
             return None
         reason = "destroy" if options.destroy else "removed-from-manifests"
         return replace(
@@ -223,17 +225,17 @@ def towards(
     if not reasons:
         return _recorded(template, record)
     blocking = tuple(d.path for d in diff if not _updatable(service, desired.task_type, d, version))
-    if blocking or reasons[0] in ("forced", "tainted"):
-        return replace(
-            template,
-            action=Action.REPLACE,
-            reasons=tuple(reasons),
-            diff=tuple(diff),
-            replace_paths=blocking,
-            requests=(delete_request(template.inference_id, template.live_task_type), put),
-        )
     assert put.body is not None
     body = _update_body(desired, put.body, service, [d.path for d in diff], template.before or {}, version)
+    # An update that would reset the chunking is a replace (kept under a cause, for plancheck).
+    extra: list[str] = []
+    paths = blocking
+    chunking = want.get("chunking_settings")
+    resets = not blocking and body and catalog.update_changes_chunking(chunking, version)
+    if resets and not _all_ignored(desired, chunking):
+        extra, paths = [UPDATE_RESETS_CHUNKING], ("chunking_settings",)
+    if blocking or extra or reasons[0] in ("forced", "tainted"):
+        return _replacement(template, [*reasons, *extra], diff, paths, put)
     update = Request("PUT", _endpoint_path(desired.task_type, desired.inference_id) + "/_update", body=body)
     return replace(
         template,
@@ -242,6 +244,32 @@ def towards(
         diff=tuple(diff),
         requests=(update,) if body else (),
     )
+
+
+# Why a change `_update` makes in place on other versions is a replace on this one; it follows the
+# causes among a change's reasons (the primary reason stays the cause). C5: `_update` on 8.16 to
+# 9.3 resets chunking_settings to word/250/100: an update would leave the endpoint's chunking
+# other than the manifest's (and plan again).
+UPDATE_RESETS_CHUNKING = "update-resets-chunking"
+
+
+def _replacement(
+    template: Change, reasons: Sequence[str], diff: Sequence[DiffEntry], paths: tuple[str, ...], put: Request
+) -> Change:
+    """Delete and create again; `paths` name what forces it."""
+    return replace(
+        template,
+        action=Action.REPLACE,
+        reasons=tuple(reasons),
+        diff=tuple(diff),
+        replace_paths=paths,
+        requests=(delete_request(template.inference_id, template.live_task_type), put),
+    )
+
+
+def _all_ignored(desired: Desired, chunking: Mapping[str, Any] | None) -> bool:
+    ignore = desired.lifecycle.ignore_changes
+    return chunking is not None and all(ignored(f"chunking_settings.{key}", ignore) for key in chunking)
 
 
 def _causes(
@@ -295,9 +323,9 @@ def delete_request(inference_id: str, task_type: str) -> Request:
 
 def _put(desired: Desired, version: Version) -> Request:
     """The PUT that creates the endpoint, secrets as their references. For a deployment, ask the
-    server to wait up to 30 s where it takes `timeout` (8.x and 9.1+); a 408 means it goes on."""
+    server to wait up to 30 s where it takes `timeout` (8.19 and 9.1+); a 408 means it goes on."""
     deploys = catalog.SERVICES[desired.written_service].deploys_model
-    query = {"timeout": "30s"} if deploys and (version.major == 8 or version.at_least(9, 1)) else {}
+    query = {"timeout": "30s"} if deploys and catalog.PUT_TIMEOUT.covers(version) else {}
     return Request(
         "PUT", _endpoint_path(desired.task_type, desired.inference_id), query, _desired_body(desired)
     )
@@ -537,24 +565,6 @@ def forced(request: Request) -> Request:
     """A DELETE that goes through although pipelines or indexes use the endpoint."""
     return (
         replace(request, query={**request.query, "force": "true"}) if request.method == "DELETE" else request
-    )
-
-
-# -- what the state records after an apply -----------------------------------------------------
-
-
-def applied_record(
-    desired: Desired, live: Mapping[str, Any], state: State, version: Version, applied_at: str
-) -> EndpointRecord:
-    """The state's record of an endpoint just created or updated to match `desired`."""
-    return EndpointRecord(
-        task_type=desired.task_type,
-        service=desired.service,
-        requested=expected_view(desired, version),
-        applied=live_view(live),
-        secret_digests={path: digest(secret, state.salt) for path, secret in desired.secrets.items()},
-        lifecycle=desired.lifecycle.model_dump(mode="json"),
-        applied_at=applied_at,
     )
 
 

@@ -4,8 +4,8 @@ Three views meet in the planner: what a manifest asks for as the server will sto
 (`expected_view`: the catalog fills in the defaults the server adds), what GET /_inference returns
 (`live_view`), and the state's record of the last apply. `differences` and `moved` compare them
 path by path, blind to what the server moves by itself (`dynamic_paths`); `fingerprint` digests a
-live endpoint for the stale check of saved plans; `drift` lists where the cluster moved away from
-the last apply. Pure: no I/O.
+live endpoint for the stale check of saved plans; `applied_record` is the state's record of an
+apply; `drift` lists where the cluster moved away from the last apply. Pure: no I/O.
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ from reconciler import catalog
 from reconciler.catalog import Version
 from reconciler.model import Desired
 from reconciler.plan import DiffEntry, Finding, flatten
-from reconciler.sensitive import REDACTED
-from reconciler.state import State
+from reconciler.sensitive import REDACTED, digest
+from reconciler.state import EndpointRecord, State
 
 ABSENT = object()
 
@@ -144,6 +144,24 @@ def shown(entry: DiffEntry) -> DiffEntry:
         entry.path,
         None if entry.before is ABSENT else entry.before,
         None if entry.after is ABSENT else entry.after,
+    )
+
+
+# -- what the state records after an apply -----------------------------------------------------
+
+
+def applied_record(
+    desired: Desired, live: Mapping[str, Any], state: State, version: Version, applied_at: str
+) -> EndpointRecord:
+    """The state's record of an endpoint just created or updated to match `desired`."""
+    return EndpointRecord(
+        task_type=desired.task_type,
+        service=desired.service,
+        requested=expected_view(desired, version),
+        applied=live_view(live),
+        secret_digests={path: digest(secret, state.salt) for path, secret in desired.secrets.items()},
+        lifecycle=desired.lifecycle.model_dump(mode="json"),
+        applied_at=applied_at,
     )
 
 

@@ -21,7 +21,8 @@ from hypothesis import settings
 from reconciler.emulator import Emulator, EmulatorConfig
 from tests import openapi
 
-VERSIONS = ("8.19.3", "9.0.4", "9.5.0")
+# One version per behaviour line: 8.16 (no PUT timeout, no chat_completion), 8.19, 9.0, 9.5.
+VERSIONS = ("8.16.2", "8.19.3", "9.0.4", "9.5.0")
 
 # -- hypothesis profiles -----------------------------------------------------------------------
 # `dev` (the default) explores new examples on every run; `ci` (loaded when CI is set, as CI
@@ -213,8 +214,12 @@ _FAULT_DEFAULTS = {
     "lost_response_rate": 0.0,
     "retry_after": 1.0,
 }
-_ML = {"--deploy-seconds": "deploy_seconds", "--ml-capacity": "capacity"}
-_ML_DEFAULTS: dict[str, Any] = {"deploy_seconds": 5.0, "capacity": None}
+_ML = {
+    "--deploy-seconds": "deploy_seconds",
+    "--ml-capacity": "capacity",
+    "--ml-scale-up-seconds": "scale_up_seconds",
+}
+_ML_DEFAULTS: dict[str, Any] = {"deploy_seconds": 5.0, "capacity": None, "scale_up_seconds": None}
 
 
 def _initial(options: tuple[str, ...], names: dict[str, str], defaults: dict[str, Any]) -> dict[str, Any]:
@@ -268,7 +273,11 @@ class Shared:
                 and not any("deployment_stats" in model for model in stats)
                 and all(es.head(f"/{index}").status_code == 404 for index in self.indices)
             )
-            es.put("/_emulator/ml", json=_initial(self.options, _ML, _ML_DEFAULTS)).raise_for_status()
+            ml = {
+                **_initial(self.options, _ML, _ML_DEFAULTS),
+                "autoscaling": "--no-ml-autoscaling" not in self.options,
+            }
+            es.put("/_emulator/ml", json=ml).raise_for_status()
             es.delete("/_emulator/requests").raise_for_status()
             # Last: a fresh seed replays the fault sequence of a fresh start.
             es.put(

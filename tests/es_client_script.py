@@ -62,6 +62,13 @@ def main(url: str) -> None:
         client.inference.get(inference_id="py-claude")
     except Exception as error:
         seen["missing"] = [type(error).__name__, getattr(error, "status_code", None)]
+    # Documents, as a state backend keeps them: `exists` is a HEAD of the document.
+    client.index(index="py-docs", id="d1", document={"n": 1}, refresh=True)
+    seen["exists"] = [
+        bool(client.exists(index="py-docs", id="d1")),
+        bool(client.exists(index="py-docs", id="d2")),
+        bool(client.exists(index="py-nowhere", id="d1")),
+    ]
     print(json.dumps(seen))
 
 

@@ -14,7 +14,14 @@ from hypothesis import strategies as st
 from reconciler import catalog
 from reconciler.catalog import Field, Kind, Service, Special, Version
 
-VERSIONS = [Version(8, 19, 3), Version(9, 0, 4), Version(9, 2, 1), Version(9, 5, 0)]
+VERSIONS = [
+    Version(8, 16, 2),
+    Version(8, 17, 1),
+    Version(8, 19, 3),
+    Version(9, 0, 4),
+    Version(9, 2, 1),
+    Version(9, 5, 0),
+]
 NAME = st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789-", min_size=1, max_size=12).filter(
     lambda s: s[0].isalnum() and s[-1].isalnum()
 )

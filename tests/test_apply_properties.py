@@ -38,7 +38,8 @@ async def _apply_then_plan(version: Version, documents: list[tuple[dict[str, Any
             (root / "manifests" / f"m{i}.json.yaml").write_text(json.dumps(manifest))
         validation = load(root / "manifests", version, env)
         assert validation.ok, [str(e) for e in validation.errors]
-        emulator = Emulator(EmulatorConfig(version=str(version), deploy_seconds=0))
+        # With EIS authorised, so that `elastic` endpoints can be created too.
+        emulator = Emulator(EmulatorConfig(version=str(version), deploy_seconds=0, eis=True))
         backend = FileBackend(root / "state.json")
         async with Elasticsearch(
             Connection(urls=("http://es",)), transport=httpx.ASGITransport(app=emulator)

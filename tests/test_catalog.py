@@ -242,13 +242,107 @@ def test_versions() -> None:
     assert Version.parse("9.5.0-SNAPSHOT") == Version(9, 5, 0)
     with pytest.raises(ValueError, match="not an Elasticsearch version"):
         Version.parse("latest")
-    assert [catalog.supported(Version.parse(v)) for v in ("8.18.9", "8.19.0", "9.0.0", "9.5.9", "9.6.0")] == [
+    checked = ("8.15.9", "8.16.0", "8.18.9", "8.19.0", "9.0.0", "9.5.9", "9.6.0")
+    assert [catalog.supported(Version.parse(v)) for v in checked] == [
         False,
+        True,
+        True,
         True,
         True,
         True,
         False,
     ]
+
+
+@pytest.mark.parametrize(
+    ("version", "update", "resets", "timeout"),
+    [
+        ("8.16.3", True, True, False),
+        ("8.17.1", True, True, False),
+        ("8.18.4", True, True, False),
+        ("8.19.3", True, True, True),
+        ("9.0.4", True, True, False),
+        ("9.1.0", True, True, True),
+        ("9.3.2", True, True, True),
+        ("9.4.0", True, False, True),
+        ("9.5.0", True, False, True),
+    ],
+)
+def test_update_and_put_rules_by_version(version: str, update: bool, resets: bool, timeout: bool) -> None:
+    """`_update` from 8.16 / 9.0; it resets chunking (C5) until 9.4; PUT takes timeout from 8.19 / 9.1."""
+    parsed = Version.parse(version)
+    assert catalog.UPDATE_ARRIVED.covers(parsed) is update
+    assert catalog.update_resets_chunking(parsed) is resets
+    assert catalog.PUT_TIMEOUT.covers(parsed) is timeout
+    sentence = dict(catalog.DEFAULT_CHUNKING)
+    assert catalog.update_changes_chunking(sentence, parsed) is resets
+    assert not catalog.update_changes_chunking(dict(catalog.OLD_DEFAULT_CHUNKING), parsed)
+    assert not catalog.update_changes_chunking(None, parsed)
+
+
+@pytest.mark.parametrize(
+    ("service", "task_type", "setting", "in_place"),
+    [
+        ("groq", "chat_completion", "organization_id", True),
+        ("custom", "text_embedding", "url", True),
+        ("custom", "text_embedding", "headers", True),
+        ("custom", "text_embedding", "dimensions", False),
+        ("hugging_face", "text_embedding", "max_input_tokens", True),
+        ("hugging_face", "text_embedding", "url", False),
+        ("watsonxai", "text_embedding", "max_input_tokens", True),
+        ("watsonxai", "text_embedding", "model_id", False),
+        ("nvidia", "text_embedding", "max_input_tokens", True),
+        ("openshift_ai", "text_embedding", "max_input_tokens", True),
+        ("fireworksai", "text_embedding", "max_input_tokens", True),
+        ("openai", "text_embedding", "organization_id", True),
+        ("openai", "text_embedding", "dimensions", False),
+        ("amazon_sagemaker", "text_embedding", "batch_size", True),
+        ("anthropic", "completion", "model_id", False),
+    ],
+)
+def test_in_place_update_rules_of_9_5_per_service(
+    service: str, task_type: str, setting: str, in_place: bool
+) -> None:
+    """C6: what each service's 9.5 update parser changes in place; before 9.5 none of these is."""
+    found = catalog.SERVICES[service]
+    path = f"service_settings.{setting}"
+    assert catalog.updatable_in_place(found, task_type, path, Version(9, 5, 0)) is in_place
+    assert not catalog.updatable_in_place(found, task_type, path, Version(9, 4, 0))
+
+
+@pytest.mark.parametrize(
+    ("service", "task_type", "absent_on", "present_on"),
+    [
+        ("amazonbedrock", "chat_completion", "9.3.0", "9.4.0"),  # C4: PR #139411
+        ("azureopenai", "chat_completion", "9.2.0", "9.3.0"),  # C4: PR #138726
+        ("openai", "chat_completion", "8.17.0", "8.18.0"),
+        ("watsonxai", "rerank", "8.17.0", "8.18.0"),
+    ],
+)
+def test_task_types_arrive_by_their_own_version(
+    service: str, task_type: str, absent_on: str, present_on: str
+) -> None:
+    found = catalog.SERVICES[service]
+    assert not found.supports(task_type, Version.parse(absent_on))
+    assert found.supports(task_type, Version.parse(present_on))
+
+
+def test_services_by_version() -> None:
+    on = {v: {s.name for s in catalog.services(Version.parse(v))} for v in ("8.16.0", "8.18.0", "8.19.0")}
+    assert {"alibabacloud-ai-search", "watsonxai", "anthropic", "elasticsearch"} <= on["8.16.0"]
+    assert "jinaai" not in on["8.16.0"]
+    assert "jinaai" in on["8.18.0"]
+    assert not {"custom", "voyageai", "deepseek", "amazon_sagemaker"} & on["8.18.0"]
+    assert {"custom", "voyageai", "deepseek", "amazon_sagemaker"} <= on["8.19.0"]
+
+
+def test_cohere_default_similarity_by_version() -> None:
+    """C2: cosine (l2_norm for bit) from 8.18, dot_product before."""
+    cohere = catalog.SERVICES["cohere"]
+    assert cohere.default_similarity({"embedding_type": "float"}, Version(8, 17)) == "dot_product"
+    assert cohere.default_similarity({"embedding_type": "bit"}, Version(8, 17)) == "dot_product"
+    assert cohere.default_similarity({"embedding_type": "float"}, Version(8, 18)) == "cosine"
+    assert cohere.default_similarity({"embedding_type": "bit"}, Version(9, 0)) == "l2_norm"
 
 
 @pytest.mark.parametrize(
@@ -350,7 +444,7 @@ def _stats(count: int, target: int, allocation_state: str, **extra: Any) -> dict
 @pytest.mark.parametrize(
     ("stats", "expected"),
     [
-        (None, ("waiting", 0, 0, "absent", "the deployment does not exist (yet)")),
+        (None, ("failed", 0, 0, "absent", catalog.ABSENT_DEPLOYMENT)),
         (_stats(2, 2, "fully_allocated"), ("done", 2, 2, "fully_allocated", None)),
         # Adaptive allocations scaled to zero count as fully allocated.
         (_stats(0, 0, "fully_allocated"), ("done", 0, 0, "fully_allocated", None)),

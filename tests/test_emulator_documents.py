@@ -199,3 +199,16 @@ async def test_semantic_text_mappings_get_the_default_inference_id(es9: Es) -> N
     await es9.put("/plain", json={"mappings": {"properties": {"t": {"type": "semantic_text"}}}})
     mapping = (await es9.get("/plain")).json()["plain"]["mappings"]
     assert mapping["properties"]["t"] == {"type": "semantic_text", "inference_id": ".elser-2-elasticsearch"}
+
+
+async def test_head_of_a_document_answers_200_or_404_with_no_body(es9: Es) -> None:
+    """RestGetAction answers HEAD /{index}/_doc/{id} with the status alone; a missing index is a 404."""
+    assert (await es9.put("/locks/_doc/here", json={"holder": "a"})).status_code == 201
+    found = await es9.request("HEAD", "/locks/_doc/here")
+    assert (found.status_code, found.content, found.headers["content-length"]) == (200, b"", "0")
+    assert found.headers["x-elastic-product"] == "Elasticsearch"
+    for path in ("/locks/_doc/gone", "/nowhere/_doc/here"):
+        missing = await es9.request("HEAD", path)
+        assert (missing.status_code, missing.content) == (404, b""), path
+    assert (await es9.request("HEAD", "/locks/_doc/here?realtime=false")).status_code == 200
+    assert (await es9.request("HEAD", "/locks/_doc/here?bogus=1")).status_code == 400

@@ -19,7 +19,7 @@ async def test_root_document_has_the_spec_fields_for_the_version(es: Es) -> None
     assert body["tagline"] == "You Know, for Search"
     assert body["cluster_uuid"] == es.cluster.cluster_uuid
     line = ".".join(es.version.split(".")[:2])
-    expected_wire = {"8.19": "7.17.0", "9.0": "8.18.0"}.get(line, "8.19.0")
+    expected_wire = "7.17.0" if line.startswith("8.") else {"9.0": "8.18.0"}.get(line, "8.19.0")
     assert body["version"]["minimum_wire_compatibility_version"] == expected_wire
     assert response.text.startswith("{\n  ")  # GET / is pretty-printed unless ?pretty=false
     assert not (await es.get("/?pretty=false")).text.startswith("{\n")
@@ -113,7 +113,15 @@ async def test_unknown_query_parameters_are_refused_with_suggestions(es9: Es) ->
 
 
 @pytest.mark.parametrize(
-    ("version", "accepted"), [("8.19.3", True), ("9.0.4", False), ("9.1.0", True), ("9.5.0", True)]
+    ("version", "accepted"),
+    [
+        ("8.16.2", False),
+        ("8.18.1", False),
+        ("8.19.3", True),
+        ("9.0.4", False),
+        ("9.1.0", True),
+        ("9.5.0", True),
+    ],
 )
 async def test_put_timeout_parameter_exists_only_where_the_version_takes_it(
     make_es: Any, version: str, accepted: bool
@@ -159,6 +167,6 @@ async def test_api_key_is_required_when_configured(make_es: Any) -> None:
 async def test_unsupported_versions_are_refused() -> None:
     from reconciler.emulator import Emulator, EmulatorConfig
 
-    for version in ("8.18.0", "9.6.0", "7.17.1", "nine"):
+    for version in ("8.15.4", "9.6.0", "7.17.1", "nine"):
         with pytest.raises(ValueError, match=r"8\.19|version"):
             Emulator(EmulatorConfig(version=version))

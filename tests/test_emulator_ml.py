@@ -95,7 +95,9 @@ async def test_capacity_keeps_allocations_pending_with_the_reason(make_es: Any) 
     es = await make_es(ml_capacity=3, max_put_wait=0.05)
     assert (await es.put("/_inference/text_embedding/first", json=E5)).status_code == 200
     assert (await es.put("/_inference/text_embedding/second", json=E5)).status_code == 200  # gets 1 of 2
-    assert error(await es.put("/_inference/text_embedding/third", json=E5))[0] == 408  # gets none
+    # Nothing placeable, but the cluster can scale: the PUT answers at once with 0 allocations (C8).
+    third = await es.put("/_inference/text_embedding/third", json=E5)
+    assert third.status_code == 200, third.text
     body = await stats(es, "_all")
     assert deployment(body, "first")["allocation_status"]["state"] == "fully_allocated"
     second = deployment(body, "second")
@@ -116,27 +118,88 @@ async def test_capacity_keeps_allocations_pending_with_the_reason(make_es: Any) 
     assert deployment(await stats(es, "third"), "third")["allocation_status"]["state"] == "fully_allocated"
 
 
-@pytest.mark.parametrize(("version", "status"), [("9.4.0", 429), ("9.5.0", 409)])
-async def test_without_autoscaling_no_capacity_fails_at_once(make_es: Any, version: str, status: int) -> None:
+@pytest.mark.parametrize("version", ["8.19.0", "9.0.0", "9.4.0", "9.5.0"])
+async def test_without_autoscaling_no_capacity_is_a_429_that_keeps_the_endpoint(
+    make_es: Any, version: str
+) -> None:
+    """C8: 429 on every version up to 9.5.0 (not 409); no deployment is left; the endpoint, stored
+    before the start, stays."""
     es = await make_es(version=version, ml_capacity=0, ml_autoscaling=False)
     assert error(await es.put("/_inference/text_embedding/e", json=E5)) == (
-        status,
+        429,
         "status_exception",
         "Could not start deployment because no ML nodes with sufficient capacity were found",
     )
+    assert (await es.get("/_inference/e")).status_code == 200
+    assert (await es.get("/_ml/trained_models/e/_stats")).status_code == 404
+    model = (await stats(es, ".multilingual-e5-small"))["trained_model_stats"]
+    assert [m.get("deployment_stats") for m in model] == [None]
 
 
-async def test_a_failing_model_fails_the_put_and_the_deployment(make_es: Any) -> None:
+async def test_without_autoscaling_a_partial_placement_is_a_429_too(make_es: Any) -> None:
+    es = await make_es(ml_capacity=1, ml_autoscaling=False)  # room for 1 of the 2 allocations
+    assert error(await es.put("/_inference/text_embedding/e", json=E5)) == (
+        429,
+        "status_exception",
+        "Could not start deployment because there are not enough resources to provide all requested allocations",
+    )
+    assert (await es.get("/_inference/e")).status_code == 200
+    assert (await es.get("/_ml/trained_models/e/_stats")).status_code == 404
+
+
+async def test_with_autoscaling_the_put_returns_at_once_and_the_deployment_scales_up_later(
+    make_es: Any,
+) -> None:
+    es = await make_es(ml_capacity=0, deploy_seconds=2.0, max_put_wait=30.0)
+    await es.client.put("/_emulator/ml", json={"scale_up_seconds": 60})
+    response = await es.put("/_inference/text_embedding/e", json=E5)  # does not wait 30 s
+    assert response.status_code == 200, response.text
+    assert response.json()["service_settings"]["num_allocations"] == 2
+    dep = deployment(await stats(es, "e"), "e")
+    assert (dep["state"], dep["allocation_status"]) == (
+        "starting",
+        {"allocation_count": 0, "target_allocation_count": 2, "state": "starting"},
+    )
+    es.cluster.advance(61.0)  # the autoscaler added a node; allocations start on it
+    assert deployment(await stats(es, "e"), "e")["allocation_status"]["allocation_count"] == 1
+    es.cluster.advance(1.0)
+    assert deployment(await stats(es, "e"), "e")["allocation_status"] == {
+        "allocation_count": 2,
+        "target_allocation_count": 2,
+        "state": "fully_allocated",
+    }
+
+
+async def test_a_failing_model_fails_the_put_and_its_deployment_is_deleted(make_es: Any) -> None:
+    """C9: the failed assignment is deleted (deleteFailedDeployment); the endpoint stays stored."""
     es = await make_es(fail_models=(".multilingual-e5-small",), deploy_seconds=0.1)
     status, es_type, reason = error(await es.put("/_inference/text_embedding/bad", json=E5))
     assert (status, es_type) == (500, "status_exception")
     assert reason.startswith(
         "Could not start trained model deployment, the following nodes failed with errors [{"
     )
+    assert "emulated failure" in reason
+    assert (await es.get("/_inference/bad")).status_code == 200
+    assert (await es.get("/_ml/trained_models/bad/_stats")).status_code == 404
+    model = (await stats(es, ".multilingual-e5-small"))["trained_model_stats"]
+    assert [m.get("deployment_stats") for m in model] == [None]
+
+
+async def test_a_deployment_that_fails_after_the_put_stays_failed(make_es: Any) -> None:
+    es = await make_es(fail_models=(".multilingual-e5-small",), deploy_seconds=2.0, max_put_wait=0.05)
+    assert error(await es.put("/_inference/text_embedding/bad", json=E5))[0] == 408
+    es.cluster.advance(1.5)
     dep = deployment(await stats(es, "bad"), "bad")
     assert dep["state"] == "failed"
     assert "emulated failure" in dep["reason"]
     assert dep["nodes"][0]["routing_state"]["routing_state"] == "failed"
+
+
+async def test_a_deployment_can_be_removed_through_the_control_api(es9: Es) -> None:
+    await es9.put("/_inference/text_embedding/e", json=E5)
+    assert (await es9.client.post("/_emulator/deployments/e/_remove")).status_code == 200
+    assert (await es9.get("/_ml/trained_models/e/_stats")).status_code == 404
+    assert (await es9.get("/_inference/e")).status_code == 200
 
 
 async def test_a_deployment_can_be_failed_through_the_control_api(es9: Es) -> None:

@@ -69,7 +69,7 @@ def test_data_dir_survives_a_restart(tmp_path: Path) -> None:
 
 def test_an_unsupported_version_is_a_usage_error() -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "reconciler", "emulator", "--version", "8.17.0"],
+        [sys.executable, "-m", "reconciler", "emulator", "--version", "8.15.0"],
         capture_output=True,
         text=True,
         timeout=60,
@@ -77,7 +77,7 @@ def test_an_unsupported_version_is_a_usage_error() -> None:
     )
     assert result.returncode == 1  # a usage error (DESIGN §4: 2 means changes or drift)
     text = " ".join(re.sub("[│╭╮╰╯─]", " ", result.stderr).split())  # the usage error is drawn in a box
-    assert "8.19.x and 9.0.x to 9.5.x, not 8.17.0" in text
+    assert "8.16.x to 8.19.x and 9.0.x to 9.5.x, not 8.15.0" in text
 
 
 def test_the_listening_socket_lets_asyncio_disable_nagle() -> None:

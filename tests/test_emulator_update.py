@@ -174,3 +174,53 @@ async def test_in_cluster_endpoints_update_allocations_or_adaptive_in_9_5(es9: E
         "/_inference/sparse_embedding/e/_update", json={"service_settings": {"num_allocations": 2}}
     )
     assert "adaptive_allocations" not in response.json()["service_settings"]  # one clears the other
+
+
+# -- C5: from 8.17 to 9.3 a successful `_update` resets chunking_settings ----------------------
+
+OLD_DEFAULT_CHUNKING = {"strategy": "word", "max_chunk_size": 250, "overlap": 100}
+WORD_CHUNKING = {"strategy": "word", "max_chunk_size": 100, "overlap": 20}
+
+
+@pytest.mark.parametrize(
+    ("version", "resets"),
+    [
+        ("8.16.2", True),
+        ("8.17.1", True),
+        ("8.19.3", True),
+        ("9.0.4", True),
+        ("9.3.1", True),
+        ("9.4.0", False),
+        ("9.5.0", False),
+    ],
+)
+async def test_a_successful_update_resets_chunking_where_the_server_does(
+    make_es: Any, version: str, resets: bool
+) -> None:
+    es: Es = await make_es(version=version)
+    body = {**OPENAI, "chunking_settings": WORD_CHUNKING}
+    assert (await es.put("/_inference/text_embedding/o", json=body)).status_code == 200
+    refused = await es.put(
+        "/_inference/text_embedding/o/_update", json={"task_type": "rerank", "task_settings": {"user": "u"}}
+    )
+    assert refused.status_code == 400
+    (stored,) = (await es.get("/_inference/o")).json()["endpoints"]
+    assert stored["chunking_settings"] == WORD_CHUNKING  # a refused update changes nothing
+    updated = await es.put("/_inference/text_embedding/o/_update", json={"task_settings": {"user": "u"}})
+    assert updated.status_code == 200, updated.text
+    expected = OLD_DEFAULT_CHUNKING if resets else WORD_CHUNKING
+    assert updated.json()["chunking_settings"] == expected
+    (stored,) = (await es.get("/_inference/o")).json()["endpoints"]
+    assert (stored["task_settings"], stored["chunking_settings"]) == ({"user": "u"}, expected)
+
+
+async def test_the_reset_reaches_in_cluster_endpoints_and_spares_completions(make_es: Any) -> None:
+    es: Es = await make_es(version="9.1.0")
+    assert (await es.put("/_inference/sparse_embedding/elser", json=ELSER)).status_code == 200
+    updated = await es.put(
+        "/_inference/sparse_embedding/elser/_update", json={"service_settings": {"num_allocations": 2}}
+    )
+    assert updated.json()["chunking_settings"] == OLD_DEFAULT_CHUNKING
+    es = await _claude(make_es, "9.1.0")
+    updated = await es.put("/_inference/completion/c/_update", json={"task_settings": {"max_tokens": 7}})
+    assert "chunking_settings" not in updated.json()

@@ -51,6 +51,7 @@ def test_the_official_client_works_unchanged(
         "state": "fully_allocated",
     }
     assert seen["missing"] == ["NotFoundError", 404]
+    assert seen["exists"] == [True, False, False]  # HEAD /{index}/_doc/{id}: 200, 404, 404
     assert "sk-client-canary" not in result.stdout + result.stderr
 
 

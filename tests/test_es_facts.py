@@ -12,6 +12,7 @@ strict xfail: fixing the gap turns the test red until the mark is removed.
 from __future__ import annotations
 
 import copy
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,12 +27,16 @@ from reconciler.emulator import Emulator, EmulatorConfig
 from reconciler.manifests import load
 from reconciler.model import Desired
 from reconciler.plan import Action
-from reconciler.planner import Live, applied_record, plan
+from reconciler.planner import Live, plan
 from reconciler.state import State
+from reconciler.views import applied_record
 
 FACTS_DIR = Path(__file__).parent / "es_facts"
-SUPPORTED_MINORS = ("8.19", "9.0", "9.1", "9.2", "9.3", "9.4", "9.5")
-FACT_KEYS = {"id", "versions", "source", "setup", "request", "expect", "plan", "known_gap", "note"}
+SUPPORTED_MINORS = ("8.16", "8.17", "8.18", "8.19", "9.0", "9.1", "9.2", "9.3", "9.4", "9.5")
+FACT_KEYS = {"id", "versions", "source", "setup", "request", "expect", "plan", "known_gap", "note", "cluster"}
+# What a fact may say of the cluster it runs on (the emulator's options of the same names): ML
+# capacity, whether ML can scale, models whose deployments fail, whether EIS is authorised.
+CLUSTER_KEYS = {"ml_capacity", "ml_autoscaling", "fail_models", "eis"}
 EXPECT_KEYS = {"status", "body", "error", "stored", "absent", "get_error"}
 # Write-only settings as Elasticsearch names them (DefaultSecretSettings, AwsSecretSettings,
 # GoogleVertexAiSecretSettings, AzureOpenAiSecretSettings): a manifest must give them as references.
@@ -120,6 +125,7 @@ def test_the_corpus_is_well_formed() -> None:
         for request in [*fact.get("setup", []), fact["request"]]:
             assert request["method"] in ("GET", "PUT", "POST", "DELETE"), where
             assert request["path"].startswith("/"), where
+        assert set(fact.get("cluster", {})) <= CLUSTER_KEYS, where
         gap = fact.get("known_gap")
         if isinstance(gap, Mapping):
             assert set(gap) <= set(GAP_KINDS), where
@@ -130,6 +136,38 @@ def test_the_corpus_is_well_formed() -> None:
 def test_the_corpus_covers_every_supported_version() -> None:
     covered = {minor_of(str(v)) for _, fact in FACTS for v in fact["versions"]}
     assert covered == set(SUPPORTED_MINORS)
+
+
+def corpus_services() -> set[str]:
+    """The services the facts exercise: those named in a request or setup body that the catalog
+    knows, deprecated aliases (`elser`) counted as the service they are."""
+    from reconciler.catalog import SERVICES
+
+    named = {
+        str(r["body"]["service"])
+        for _, fact in FACTS
+        for r in [*fact.get("setup", []), fact["request"]]
+        if isinstance(r.get("body"), Mapping) and "service" in r["body"]
+    }
+    found = set()
+    for name in named & set(SERVICES):
+        alias = SERVICES[name].stored_as
+        found.add(alias[0] if alias is not None else name)
+    return found
+
+
+def test_the_corpus_is_big_and_broad_enough() -> None:
+    """Issue 12: at least 80 facts over at least 14 services, and each correction C1-C14 of the
+    reference's §0 backed by a fact that cites it (in its source or note)."""
+    assert len(FACTS) >= 80, len(FACTS)
+    services = corpus_services()
+    assert len(services) >= 14, sorted(services)
+    cited = {
+        int(n)
+        for _, fact in FACTS
+        for n in re.findall(r"\bC(\d+)\b", f"{fact['source']} {fact.get('note', '')}")
+    }
+    assert set(range(1, 15)) <= cited, sorted(set(range(1, 15)) - cited)
 
 
 # -- matching ----------------------------------------------------------------------------------
@@ -217,7 +255,10 @@ class Outcome:
 
 
 async def run_fact(fact: Mapping[str, Any], version: str) -> Outcome:
-    config = EmulatorConfig(version=patch_version(version), deploy_seconds=0)
+    cluster = dict(fact.get("cluster", {}))
+    if "fail_models" in cluster:
+        cluster["fail_models"] = tuple(cluster["fail_models"])
+    config = EmulatorConfig(version=patch_version(version), deploy_seconds=0, **cluster)
     transport = httpx.ASGITransport(app=Emulator(config))
     async with httpx.AsyncClient(transport=transport, base_url="http://es") as client:
         for step in fact.get("setup", []):

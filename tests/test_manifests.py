@@ -284,8 +284,13 @@ def test_the_spec_examples_validate(
         assert all(value not in str(e) for e in result.errors)
 
 
+# Services the specification has no put_<service> API for: EIS (`elastic`) is created through the
+# generic PUT only (reference §3).
+NO_SPEC_API = {"elastic"}
+
+
 def test_spec_examples_exist_for_every_service() -> None:
-    assert set(openapi.service_examples("9.5")) == {s.name for s in catalog.services(V95)}
+    assert set(openapi.service_examples("9.5")) == {s.name for s in catalog.services(V95)} - NO_SPEC_API
 
 
 # -- the JSON Schema ---------------------------------------------------------------------------

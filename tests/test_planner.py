@@ -19,8 +19,9 @@ from reconciler.catalog import Version
 from reconciler.manifests import load
 from reconciler.model import Desired
 from reconciler.plan import Action, Plan
-from reconciler.planner import Live, Options, applied_record, plan, with_references
+from reconciler.planner import Live, Options, plan, with_references
 from reconciler.state import State
+from reconciler.views import applied_record
 
 CASES = sorted((Path(__file__).parent / "planner_cases").glob("*.yaml"))
 

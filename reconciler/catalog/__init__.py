@@ -18,7 +18,7 @@ import re
 from collections.abc import Mapping
 
 from reconciler.catalog.checks import check_endpoint, check_task_settings
-from reconciler.catalog.chunking import check_chunking, chunking_applies
+from reconciler.catalog.chunking import OLD_DEFAULT_CHUNKING, check_chunking, chunking_applies
 from reconciler.catalog.problems import (
     KIND_WORDS,
     BadChoice,
@@ -59,6 +59,7 @@ from reconciler.catalog.table import (
 )
 
 __all__ = [
+    "ABSENT_DEPLOYMENT",
     "ALWAYS",
     "BUILTIN_MODELS",
     "CHUNKING_STRATEGIES",
@@ -74,6 +75,8 @@ __all__ = [
     "NEWEST_SUPPORTED",
     "NEWEST_UPDATE",
     "OLDEST_SUPPORTED",
+    "OLD_DEFAULT_CHUNKING",
+    "PUT_TIMEOUT",
     "RERANK_MODEL",
     "SECRET_FIELD_NAMES",
     "SEPARATOR_GROUPS",
@@ -115,23 +118,47 @@ __all__ = [
     "supported",
     "task_types",
     "updatable_in_place",
+    "update_changes_chunking",
+    "update_resets_chunking",
     "valid_inference_id",
 ]
 
 # ---------------------------------------------------------------------------------------------
 # Versions
 
-OLDEST_SUPPORTED = Version(8, 19)
+OLDEST_SUPPORTED = Version(8, 16)
 NEWEST_SUPPORTED = Version(9, 5)
 DEFAULT_VERSION = Version(9, 5, 0)
-# `_update` arrived with 8.17 and 9.0; 9.5 rewrote it (chunking, adaptive allocations, merged settings).
-UPDATE_ARRIVED = Since((8, 17), (9, 0))
+# `_update` arrived with 8.16 and 9.0: PR #114457 (merged to main and 8.x on 2024-10-14, before
+# the 8.16 branch, whose docs got the API page by #114980) is in the 8.16.0 release notes; the
+# spec's `@availability stack since=8.17.0` disagrees. 9.5 rewrote it (chunking, adaptive
+# allocations, merged settings).
+UPDATE_ARRIVED = Since((8, 16), (9, 0))
 NEWEST_UPDATE = Since((9, 5))
+# PUT takes `timeout` from 8.19 and 9.1 (transport version INFERENCE_ADD_TIMEOUT_PUT_ENDPOINT_8_19);
+# older servers refuse it as an unrecognized parameter.
+PUT_TIMEOUT = Since((8, 19), (9, 1))
+# C5: an `_update` rebuilds the endpoint without its chunking settings, which then read back as
+# the old default (issue #139574). Fixed on main by PR #140003 (9.4) and backported to 9.2
+# (#141687) and 9.3 (#141682) in patch releases whose numbers are not known, so every 9.2.x and
+# 9.3.x counts as affected; the 8.19 backport (#141555) was closed unmerged.
+_UPDATE_KEEPS_CHUNKING = Since((9, 4))
 
 
 def supported(version: Version) -> bool:
-    """The versions whose behaviour the catalog describes: 8.19.x and 9.0.x to 9.5.x."""
+    """The versions whose behaviour the catalog describes: 8.16.x to 8.19.x and 9.0.x to 9.5.x."""
     return OLDEST_SUPPORTED <= Version(version.major, version.minor) <= NEWEST_SUPPORTED
+
+
+def update_resets_chunking(version: Version) -> bool:
+    """Whether a successful `_update` on this version resets chunking_settings to the old default."""
+    return UPDATE_ARRIVED.covers(version) and not _UPDATE_KEEPS_CHUNKING.covers(version)
+
+
+def update_changes_chunking(chunking: Mapping[str, Json] | None, version: Version) -> bool:
+    """Whether an `_update` on this version leaves an endpoint with these (stored) chunking settings
+    with other ones: it resets them (C5) and they are not that old default."""
+    return chunking is not None and update_resets_chunking(version) and chunking != OLD_DEFAULT_CHUNKING
 
 
 # ---------------------------------------------------------------------------------------------
@@ -197,8 +224,9 @@ def invalid_inference_id_reason(inference_id: str) -> str:
 def updatable_in_place(service: Service, task_type: str, path: str, version: Version) -> bool:
     """Whether `_update` can change this dotted path on this version; anything else is a replace.
 
-    From 8.17: secrets, task_settings, and num_allocations of in-cluster endpoints. From 9.5 also
-    chunking_settings, adaptive_allocations and the service settings the newest parser merges.
+    From 8.16: secrets, task_settings, and num_allocations of in-cluster endpoints. From 9.5 also
+    chunking_settings, adaptive_allocations and the service settings the service's own update
+    parser takes (`Service.updatable`, C6).
     """
     if not UPDATE_ARRIVED.covers(version):
         return False
@@ -219,7 +247,7 @@ def updatable_in_place(service: Service, task_type: str, path: str, version: Ver
         return True
     if service.deploys_model:
         return name == "num_allocations" or (newest and name == "adaptive_allocations")
-    return newest and spec.updatable
+    return newest and name in service.updatable
 
 
 # ---------------------------------------------------------------------------------------------
@@ -236,14 +264,19 @@ def deployment_id(endpoint: Mapping[str, Json]) -> str:
     return str((endpoint.get("service_settings") or {}).get("deployment_id") or endpoint["inference_id"])
 
 
+ABSENT_DEPLOYMENT = "the deployment does not exist (Elasticsearch deletes one that failed to start)"
+
+
 def deployment_health(stats: Mapping[str, Json] | None) -> tuple[str, int, int, str, str | None]:
     """(outcome, allocations, target, state, reason) of a deployment from its trained-model stats.
 
     The outcome is `done` when fully allocated at its target, `failed` when the deployment or every
-    one of its nodes failed, else `waiting` (also while the deployment does not exist yet).
+    one of its nodes failed, or when it does not exist, else `waiting`. An endpoint's deployment
+    exists once its PUT answered (even with 0 allocations, C8); Elasticsearch deletes one that failed
+    to start and keeps the endpoint (C9), so "endpoint present, deployment missing" is a failure.
     """
     if stats is None:
-        return "waiting", 0, 0, "absent", "the deployment does not exist (yet)"
+        return "failed", 0, 0, "absent", ABSENT_DEPLOYMENT
     status = stats.get("allocation_status") or {}
     count, target = int(status.get("allocation_count", 0)), int(status.get("target_allocation_count", 0))
     nodes = stats.get("nodes") or []

@@ -33,6 +33,10 @@ from reconciler.catalog.table import (
     Version,
 )
 
+# What the server reports for an endpoint stored without chunking settings (created before 8.16,
+# or rewritten by an affected `_update`, C5): ChunkingSettingsBuilder.OLD_DEFAULT_SETTINGS.
+OLD_DEFAULT_CHUNKING: dict[str, Json] = {"strategy": "word", "max_chunk_size": 250, "overlap": 100}
+
 _CHUNK_LABEL = {"sentence": "Sentence based", "word": "Word based", "recursive": "Recursive", "none": "None"}
 # An upper bound of 300 words on max_chunk_size held up to 9.1.
 _CHUNK_SIZE_UNBOUNDED = Since((9, 2))

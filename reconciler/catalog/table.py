@@ -12,7 +12,7 @@ from __future__ import annotations
 import enum
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 # JSON values as Python's json module reads them.
@@ -119,7 +119,8 @@ class Field:
 
     `default` is what the server stores and echoes when the setting is absent (None: nothing).
     `task_types` limits the setting to some task types (empty: all the service's task types).
-    `updatable` says the newest `_update` can change it in place; secrets always can.
+    `updatable` marks what `_update` changes on every version that has it (secrets, in-cluster
+    allocations); the other service settings the 9.5 `_update` takes are `Service.updatable`.
     `accepted=False` marks a value only the server writes: sending it is an unknown setting.
     `echo_values` maps an accepted enum value to the one the server prints back.
     """
@@ -133,6 +134,8 @@ class Field:
     choices: tuple[str, ...] = ()
     task_types: frozenset[str] = frozenset()
     since: Since = ALWAYS
+    # From these versions on the setting is gone again (None: it stays).
+    until: Since | None = None
     positive: bool = False
     minimum: float | None = None
     maximum: float | None = None
@@ -152,7 +155,10 @@ class Field:
     unreadable: str | None = None
 
     def applies(self, task_type: str, version: Version) -> bool:
-        return (not self.task_types or task_type in self.task_types) and self.since.covers(version)
+        gone = self.until is not None and self.until.covers(version)
+        return (
+            (not self.task_types or task_type in self.task_types) and self.since.covers(version) and not gone
+        )
 
     def is_required(self, version: Version) -> bool:
         return self.required and not (self.optional_since is not None and self.optional_since.covers(version))
@@ -184,6 +190,13 @@ class Service:
     similarity_rules: tuple[tuple[str, frozenset[str], str], ...] = ()
     # How `_update` applies task_settings: merged key by key, or replaced whole.
     task_settings_update: Literal["merge", "replace"] = "merge"
+    # The service settings (besides secrets) the 9.5 `_update` changes in place: the ones the
+    # service's own updateServiceSettings reads (C6); before 9.5 none is. rate_limit became
+    # updatable service by service (issue #144522; e.g. cohere PR #145360): the default assumes it
+    # for every service that has one, which not every service's PR confirms.
+    updatable: frozenset[str] = frozenset({"rate_limit"})
+    # Before these versions the stored similarity was this one whatever the settings (C2).
+    legacy_similarity: tuple[Since, str] | None = None
     one_of: tuple[OneOf, ...] = ()
     # Cross-setting rules of the in-cluster service, by name (see `_check_rules`).
     rules: frozenset[str] = frozenset()
@@ -213,7 +226,11 @@ class Service:
             return None
         return self.rate_limit.get(task_type, self.rate_limit.get("*"))
 
-    def default_similarity(self, settings: Mapping[str, Json]) -> str | None:
+    def default_similarity(self, settings: Mapping[str, Json], version: Version | None = None) -> str | None:
+        if self.legacy_similarity is not None and version is not None:
+            since, legacy = self.legacy_similarity
+            if not since.covers(version):
+                return legacy
         for setting, values, similarity in self.similarity_rules:
             if str(settings.get(setting, "")).lower() in values:
                 return similarity
@@ -301,7 +318,7 @@ def _secret(
 
 
 def _rate_limit() -> Field:
-    return Field("rate_limit", Kind.MAP, special=Special.RATE_LIMIT, updatable=True)
+    return Field("rate_limit", Kind.MAP, special=Special.RATE_LIMIT)
 
 
 def _embedding_fields(
@@ -398,11 +415,13 @@ _SERVICES: tuple[Service, ...] = (
                 "user",
             )
         ),
+        updatable=frozenset({"batch_size"}),  # PR #147597
         dimensions_filled=True,
     ),
     Service(
         "amazonbedrock",
-        task_types={"completion": ALWAYS, "text_embedding": ALWAYS, "chat_completion": SINCE_9_2},
+        # chat_completion from 9.4 (PR #139411; the 9.4 spec), C4.
+        task_types={"completion": ALWAYS, "text_embedding": ALWAYS, "chat_completion": Since((9, 4))},
         service_settings=(
             _secret("access_key"),
             _secret("secret_key"),
@@ -453,6 +472,7 @@ _SERVICES: tuple[Service, ...] = (
         ),
         rate_limit={"*": 50},
         task_settings_update="replace",
+        updatable=frozenset({"rate_limit"}),  # PR #144774
     ),
     Service(
         "azureaistudio",
@@ -486,7 +506,8 @@ _SERVICES: tuple[Service, ...] = (
     ),
     Service(
         "azureopenai",
-        task_types={"completion": ALWAYS, "text_embedding": ALWAYS, "chat_completion": SINCE_9_2},
+        # chat_completion from 9.3 (PR #138726), C4.
+        task_types={"completion": ALWAYS, "text_embedding": ALWAYS, "chat_completion": Since((9, 3))},
         service_settings=(
             Field("resource_name", required=True),
             Field("deployment_id", required=True),
@@ -500,7 +521,8 @@ _SERVICES: tuple[Service, ...] = (
             _rate_limit(),
             *_embedding_fields(),
         ),
-        task_settings=(Field("user"), Field("headers", Kind.MAP, since=SINCE_9_2)),
+        # task_settings.headers from 9.4 (the 9.4 spec), C4.
+        task_settings=(Field("user"), Field("headers", Kind.MAP, since=Since((9, 4)))),
         rate_limit={"text_embedding": 1440, "*": 120},
         one_of=(OneOf(("api_key", "entra_id", "client_secret")),),
         dimensions_filled=True,
@@ -534,9 +556,11 @@ _SERVICES: tuple[Service, ...] = (
         ),
         rate_limit={"*": 10000},
         dimensions_filled=True,
-        # 8.18+ (PR #125370): cosine for float / byte / int8, l2_norm for bit / binary.
+        # 8.18+ (PR #125370, backports #125428 to 8.18, #125429 to 9.0): cosine for float / byte /
+        # int8, l2_norm for bit / binary; dot_product before (C2).
         similarity="cosine",
         similarity_rules=(("embedding_type", frozenset({"bit", "binary"}), "l2_norm"),),
+        legacy_similarity=(Since((8, 18), (9, 0)), "dot_product"),
     ),
     Service(
         "contextualai",
@@ -567,6 +591,20 @@ _SERVICES: tuple[Service, ...] = (
         ),
         task_settings=(Field("parameters", Kind.MAP),),
         rate_limit={"*": 10000},
+        # PR #146242: everything but similarity and dimensions.
+        updatable=frozenset(
+            {
+                "url",
+                "headers",
+                "query_parameters",
+                "request",
+                "response",
+                "rate_limit",
+                "batch_size",
+                "input_type",
+                "max_input_tokens",
+            }
+        ),
         dimensions_filled=True,
         similarity="dot_product",
     ),
@@ -576,6 +614,39 @@ _SERVICES: tuple[Service, ...] = (
         task_types={"completion": ALWAYS, "chat_completion": ALWAYS},
         # The rate limit is fixed and neither accepted nor echoed.
         service_settings=(_secret(), Field("model_id", required=True), Field("url")),
+    ),
+    # The Elastic Inference Service (EIS): the cluster authenticates to it, so there is no api_key.
+    # Source: x-pack/plugin/inference/.../services/elastic/ (ElasticInferenceService and the
+    # *ServiceSettings classes). Registered only behind a feature flag in 8.16 and 8.17 (InferencePlugin),
+    # so from 8.18 and 9.0 on release builds; rerank (transport ml_inference_elastic_rerank, 9094000 /
+    # 8841048) and text_embedding (ml_inference_elastic_dense_text_embeddings_added, 9109000 / 8841059)
+    # from 8.19 and 9.1; the `embedding` task type from 9.4. Rate limiting was switched off in 9.2
+    # (inference_api_disable_eis_rate_limiting, 9152000): GET stops printing rate_limit and a request
+    # may not set it. When `completion` arrived is not confirmed: taken as 9.3.
+    Service(
+        "elastic",
+        since=Since((8, 18), (9, 0)),
+        task_types={
+            "sparse_embedding": ALWAYS,
+            "chat_completion": ALWAYS,
+            "text_embedding": SINCE_8_19_9_1,
+            "rerank": SINCE_8_19_9_1,
+            "completion": Since((9, 3)),
+            "embedding": Since((9, 4)),
+        },
+        service_settings=(
+            Field("model_id", required=True),
+            Field(
+                "max_input_tokens", Kind.INTEGER, positive=True, task_types=frozenset({"sparse_embedding"})
+            ),
+            Field("similarity", Kind.ENUM, choices=SIMILARITIES, task_types=EMBEDDINGS),
+            Field("dimensions", Kind.INTEGER, positive=True, task_types=EMBEDDINGS),
+            Field("max_input_tokens", Kind.INTEGER, positive=True, task_types=EMBEDDINGS),
+            replace(_rate_limit(), until=SINCE_9_2),
+        ),
+        rate_limit={"sparse_embedding": 1000, "text_embedding": 10000, "chat_completion": 720, "*": 500},
+        dimensions_filled=True,
+        similarity="cosine",
     ),
     Service(
         "elasticsearch",
@@ -626,6 +697,7 @@ _SERVICES: tuple[Service, ...] = (
             Field("headers", Kind.MAP, task_types=COMPLETIONS),
         ),
         rate_limit={"*": 6000},
+        updatable=frozenset({"rate_limit", "max_input_tokens"}),  # PR #146493
         dimensions_filled=True,
         similarity="cosine",
     ),
@@ -634,6 +706,7 @@ _SERVICES: tuple[Service, ...] = (
         task_types={"completion": ALWAYS, "text_embedding": ALWAYS},
         service_settings=(_secret(), Field("model_id", required=True), _rate_limit(), *_embedding_fields()),
         rate_limit={"*": 360},
+        updatable=frozenset({"rate_limit", "max_input_tokens"}),  # PR #146671
         dimensions_filled=True,
         similarity="dot_product",
     ),
@@ -695,6 +768,7 @@ _SERVICES: tuple[Service, ...] = (
         ),
         task_settings=(Field("user"), Field("headers", Kind.MAP)),
         rate_limit={"*": 1000},
+        updatable=frozenset({"rate_limit", "organization_id"}),  # PR #146981
     ),
     Service(
         "hugging_face",
@@ -725,6 +799,7 @@ _SERVICES: tuple[Service, ...] = (
             Field("return_documents", Kind.BOOLEAN, task_types=RERANK),
         ),
         rate_limit={"*": 3000},
+        updatable=frozenset({"rate_limit", "max_input_tokens"}),  # PR #147143
         dimensions_filled=True,
         similarity="cosine",
     ),
@@ -755,6 +830,7 @@ _SERVICES: tuple[Service, ...] = (
             Field("return_documents", Kind.BOOLEAN, task_types=RERANK),
         ),
         rate_limit={"*": 2000},
+        updatable=frozenset({"rate_limit", "max_input_tokens"}),  # PR #147295
         dimensions_filled=True,
         similarity="dot_product",
         similarity_rules=(("embedding_type", frozenset({"bit", "binary"}), "l2_norm"),),
@@ -812,6 +888,7 @@ _SERVICES: tuple[Service, ...] = (
             Field("truncate", Kind.ENUM, choices=TRUNCATIONS, task_types=EMBED),
         ),
         rate_limit={"*": 3000},
+        updatable=frozenset({"rate_limit", "max_input_tokens"}),  # PR #147429
         dimensions_filled=True,
         similarity="dot_product",
     ),
@@ -840,6 +917,7 @@ _SERVICES: tuple[Service, ...] = (
         ),
         task_settings=(Field("user"), Field("headers", Kind.MAP, since=SINCE_9_2)),
         rate_limit={"text_embedding": 3000, "embedding": 3000, "*": 500},
+        updatable=frozenset({"organization_id", "max_input_tokens", "rate_limit"}),  # PR #147465
         one_of=(OneOf(("api_key", "client_secret")),),
         dimensions_filled=True,
         similarity="dot_product",
@@ -867,6 +945,7 @@ _SERVICES: tuple[Service, ...] = (
             Field("top_n", Kind.INTEGER, positive=True, task_types=RERANK),
         ),
         rate_limit={"*": 3000},
+        updatable=frozenset({"rate_limit", "max_input_tokens"}),  # PR #147480
         dimensions_filled=True,
         similarity="dot_product",
     ),
@@ -901,7 +980,8 @@ _SERVICES: tuple[Service, ...] = (
         "watsonxai",
         task_types={
             "text_embedding": ALWAYS,
-            "rerank": ALWAYS,
+            # Rerank arrived with PR #117176 (November 2024, after 8.17 was cut).
+            "rerank": Since((8, 18), (9, 0)),
             "completion": SINCE_9_2,
             "chat_completion": SINCE_9_2,
         },
@@ -920,6 +1000,7 @@ _SERVICES: tuple[Service, ...] = (
             Field("truncate_input_tokens", Kind.INTEGER, positive=True, task_types=RERANK),
         ),
         rate_limit={"*": 120},
+        updatable=frozenset({"rate_limit", "max_input_tokens"}),  # PR #147250
         dimensions_filled=True,
         similarity="dot_product",
     ),

@@ -35,6 +35,9 @@ from reconciler.emulator.rest import FlatResponse, authenticate, check_params, n
 
 Json = Any
 BUILD = {
+    "8.16": ("9.12.0", "7.17.0", "7.0.0"),
+    "8.17": ("9.12.0", "7.17.0", "7.0.0"),
+    "8.18": ("9.12.1", "7.17.0", "7.0.0"),
     "8.19": ("9.12.2", "7.17.0", "7.0.0"),
     "9.0": ("10.1.0", "8.18.0", "8.0.0"),
     "9.1": ("10.2.2", "8.19.0", "8.0.0"),
@@ -47,6 +50,7 @@ BUILD = {
 # The query parameters each kind of handler accepts (besides the global ones).
 STATS_PARAMS = {"allow_no_match", "from", "size"}
 REFRESH_PARAMS = {"ignore_unavailable", "allow_no_indices", "expand_wildcards"}
+SEARCH_PARAMS = REFRESH_PARAMS | {"q", "size", "_source"}
 DOC_WRITE = {
     "op_type",
     "if_seq_no",
@@ -281,7 +285,7 @@ class Emulator:
 
     def _inference_routes(self) -> list[Route]:
         version = self.cluster.version
-        put_params = {"timeout"} if (version.major == 8 or version.at_least(9, 1)) else set()
+        put_params = {"timeout"} if catalog.PUT_TIMEOUT.covers(version) else set()
         # The `_update` rewritten in 9.5 also takes a timeout.
         update_params = {"timeout"} if catalog.NEWEST_UPDATE.covers(version) else set()
         delete_params = {"force", "dry_run"}
@@ -312,6 +316,7 @@ class Emulator:
             _route(
                 "/{index}/_doc/{id}",
                 GET=(self._get_doc, DOC_READ),
+                HEAD=(self._head_doc, DOC_READ),
                 PUT=(self._put_doc, DOC_WRITE),
                 POST=(self._put_doc, DOC_WRITE),
                 DELETE=(self._delete_doc, DOC_DELETE),
@@ -322,6 +327,7 @@ class Emulator:
             _route(
                 "/{index}/_refresh", POST=(self._refresh, REFRESH_PARAMS), GET=(self._refresh, REFRESH_PARAMS)
             ),
+            _route("/{index}/_search", GET=(self._search, SEARCH_PARAMS), POST=(self._search, SEARCH_PARAMS)),
             _route(
                 "/{index}",
                 GET=(self._get_index, INDEX_PARAMS),
@@ -440,6 +446,10 @@ class Emulator:
         status, body = documents.get_document(self.cluster, call.path["index"], call.path["id"])
         return Reply(body, status)
 
+    async def _head_doc(self, call: Call) -> Reply:
+        status = documents.document_exists(self.cluster, call.path["index"], call.path["id"])
+        return Reply(None, status, {"content-type": "text/plain; charset=UTF-8"})
+
     async def _delete_doc(self, call: Call) -> Reply:
         status, body = documents.delete_document(
             self.cluster,
@@ -450,6 +460,12 @@ class Emulator:
             refresh=_refresh(call),
         )
         return Reply(body, status)
+
+    async def _search(self, call: Call) -> Reply:
+        body = documents.require_object(call.json()) if call.body.strip() else {}
+        return Reply(
+            documents.search(self.cluster, call.path["index"], documents.uri_search(body, call.params))
+        )
 
     async def _refresh(self, call: Call) -> Reply:
         documents.get_index(self.cluster, call.path["index"])

@@ -47,6 +47,7 @@ class EmulatorConfig:
     deploy_seconds: float = 5.0
     ml_capacity: int | None = None
     ml_autoscaling: bool = True
+    ml_scale_up_seconds: float | None = None
     max_put_wait: float = 30.0
     fail_models: tuple[str, ...] = ()
     api_key: str | None = None
@@ -60,7 +61,7 @@ class EmulatorConfig:
         version = Version.parse(self.version)
         if not supported(version):
             raise ValueError(
-                f"the emulator speaks Elasticsearch 8.19.x and 9.0.x to 9.5.x, not {self.version}"
+                f"the emulator speaks Elasticsearch 8.16.x to 8.19.x and 9.0.x to 9.5.x, not {self.version}"
             )
         return version
 
@@ -147,6 +148,7 @@ class Cluster:
             capacity=config.ml_capacity,
             autoscaling=config.ml_autoscaling,
             fail_models=frozenset(config.fail_models),
+            scale_up_seconds=config.ml_scale_up_seconds,
         )
         self.cluster_uuid = new_uuid()
         self.endpoints: dict[str, Endpoint] = {}

@@ -1,8 +1,9 @@
 """The emulator's own control API under `/_emulator/`: what tests steer and inspect.
 
-Counters of the requests served, fault injection, the ML capacity and deployment speed, the
-clock, failing or scaling a deployment by hand, and the digests of an endpoint's secrets. It is
-never faulted, delayed or counted, and answers plain JSON rather than Elasticsearch's envelope.
+Counters of the requests served, fault injection, the ML capacity, autoscaling and deployment
+speed, the clock, failing, scaling or removing a deployment by hand, and the digests of an
+endpoint's secrets. It is never faulted, delayed or counted, and answers plain JSON rather than
+Elasticsearch's envelope.
 """
 
 from __future__ import annotations
@@ -69,6 +70,11 @@ class Control:
             settings.capacity = None if data["capacity"] is None else int(data["capacity"])
         if "deploy_seconds" in data:
             settings.deploy_seconds = float(data["deploy_seconds"])
+        if "autoscaling" in data:
+            settings.autoscaling = bool(data["autoscaling"])
+        if "scale_up_seconds" in data:
+            value = data["scale_up_seconds"]
+            settings.scale_up_seconds = None if value is None else float(value)
         return ACKNOWLEDGED
 
     async def _advance_clock(self, data: Json) -> Json:
@@ -77,13 +83,16 @@ class Control:
         return {"acknowledged": True, "now": self.cluster.now()}
 
     def _deployment(self, deployment_id: str, action: str, data: Json) -> tuple[int, Json]:
-        """Fail a deployment (with a reason) or scale it to a number of allocations."""
+        """Fail a deployment (with a reason), scale it to a number of allocations, or remove it (as
+        Elasticsearch deletes a deployment that failed to start, or a stop through the ML API does)."""
         cluster = self.cluster
         dep = cluster.deployments.get(deployment_id)
         if dep is None:
             return 404, {"error": f"no deployment [{deployment_id}]"}
         now = cluster.now()
-        if action == "fail":
+        if action == "remove":
+            del cluster.deployments[deployment_id]
+        elif action == "fail":
             dep.failure = str(data.get("reason", ml.failure_reason(dep)))
             dep.fail_at = now
         else:
@@ -101,6 +110,6 @@ class Control:
 
 # Requests that name a deployment or an endpoint: pattern -> (method, handler).
 _NAMED: dict[str, tuple[str, Callable[[Control, str, str, Json], tuple[int, Json]]]] = {
-    r"/deployments/([^/]+)/_(fail|scale)": ("POST", Control._deployment),
+    r"/deployments/([^/]+)/_(fail|scale|remove)": ("POST", Control._deployment),
     r"/endpoints/([^/]+)/secrets": ("GET", Control._secrets),
 }

@@ -9,6 +9,7 @@ inference endpoint referenced.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from typing import Any
 
 from reconciler.emulator.cluster import Cluster, Document, Index, new_uuid
@@ -186,6 +187,13 @@ def get_document(cluster: Cluster, name: str, doc_id: str) -> tuple[int, dict[st
     }
 
 
+def document_exists(cluster: Cluster, name: str, doc_id: str) -> int:
+    """HEAD /{index}/_doc/{id}: 200 or 404 with an empty body (RestGetAction answers HEAD with the
+    status alone), a missing index being a 404 too."""
+    index = cluster.indices.get(name)
+    return 200 if index is not None and doc_id in index.docs else 404
+
+
 def delete_document(
     cluster: Cluster,
     name: str,
@@ -265,3 +273,69 @@ def require_object(body: Any) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise bad_request("parse_exception", "request body must be a JSON object")
     return body
+
+
+def search(cluster: Cluster, name: str, body: dict[str, Any]) -> dict[str, Any]:
+    """GET/POST /{index}/_search, as far as the state backend lists its workspaces: `match_all` or a
+    `term` on a top-level field, `size`, `_source` true/false. Every stored document is searchable
+    at once (the emulator has no refresh interval); hits come in id order."""
+    index = cluster.indices.get(name)
+    if index is None:
+        raise _index_missing(name, "index_or_alias")
+    query = body.get("query") or {"match_all": {}}
+    if not isinstance(query, dict) or len(query) != 1 or next(iter(query)) not in ("match_all", "term"):
+        raise bad_request(
+            "parsing_exception",
+            f"unknown query [{next(iter(query), '') if isinstance(query, dict) else query}]",
+        )
+    wanted: tuple[str, Any] | None = None
+    if "term" in query:
+        ((field, value),) = query["term"].items()
+        wanted = (field, value.get("value") if isinstance(value, dict) else value)
+    matched = [
+        (doc_id, doc)
+        for doc_id, doc in sorted(index.docs.items())
+        if wanted is None or doc.source.get(wanted[0]) == wanted[1]
+    ]
+    size = int(body.get("size", 10))
+    hits = [
+        {
+            "_index": name,
+            "_id": doc_id,
+            "_score": 1.0,
+            **({"_source": doc.source} if body.get("_source", True) else {}),
+        }
+        for doc_id, doc in matched[:size]
+    ]
+    return {
+        "took": 1,
+        "timed_out": False,
+        "_shards": {"total": 1, "successful": 1, "skipped": 0, "failed": 0},
+        "hits": {
+            "total": {"value": len(matched), "relation": "eq"},
+            "max_score": 1.0 if hits else None,
+            "hits": hits,
+        },
+    }
+
+
+def uri_search(body: dict[str, Any], params: Mapping[str, str]) -> dict[str, Any]:
+    """The search body with what the query string says (`q=field:value`, `size`, `_source`)."""
+    out = dict(body)
+    if "q" in params:
+        field, sep, value = params["q"].partition(":")
+        if not sep:
+            raise bad_request(
+                "parsing_exception", f"only field:value queries are emulated, not [{params['q']}]"
+            )
+        out["query"] = {"term": {field: value}}
+    if "size" in params:
+        if not params["size"].isdigit():
+            raise bad_request(
+                "illegal_argument_exception",
+                f"Failed to parse int parameter [size] with value [{params['size']}]",
+            )
+        out["size"] = int(params["size"])
+    if "_source" in params:
+        out["_source"] = params["_source"] != "false"
+    return out

@@ -13,7 +13,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from reconciler import catalog
-from reconciler.catalog import Service, Version
+from reconciler.catalog import Service, Since, Version
+from reconciler.emulator import eis
 from reconciler.emulator.cluster import Cluster, Endpoint, secret_digest
 from reconciler.emulator.errors import EsError, bad_request, validation_failed
 from reconciler.emulator.wording import first_failure
@@ -41,15 +42,18 @@ MODEL_DIMENSIONS: dict[str, int] = {
     "amazon.titan-embed-text-v1": 1536,
 }
 DEFAULT_DIMENSIONS = 1024
+FORCE_DELETES_RESERVED = Since((8, 18), (9, 0))
+# The Elastic Rerank default endpoint: PR #117939 (December 2024, after 8.17 was cut).
+RERANK_DEFAULT_SINCE = Since((8, 18), (9, 0))
 
 
-def probe_embedding(service: Service, settings: dict[str, Any]) -> None:
+def probe_embedding(service: Service, settings: dict[str, Any], version: Version) -> None:
     """The test inference a PUT makes: it measures dimensions and fixes the similarity."""
     if settings.get("dimensions") is None:
         model = settings.get("model_id") or settings.get("model") or ""
         settings["dimensions"] = MODEL_DIMENSIONS.get(str(model), DEFAULT_DIMENSIONS)
     if settings.get("similarity") is None:
-        similarity = service.default_similarity(settings)
+        similarity = service.default_similarity(settings, version)
         if similarity is not None:
             settings["similarity"] = similarity
 
@@ -84,6 +88,22 @@ def check_id(inference_id: str) -> None:
     if not catalog.valid_inference_id(inference_id):
         raise validation_failed(
             catalog.invalid_inference_id_reason(inference_id), es_type="action_request_validation_exception"
+        )
+
+
+def check_reserved_delete(version: Version, endpoint: Endpoint, force: bool) -> None:
+    """A preconfigured endpoint cannot be deleted on 8.16 and 8.17, even with force; from 8.18 and
+    9.0 force deletes it, and it comes back on the next read (PR #124781, backports #124879 to 8.18
+    and #124877 to 9.0; TransportDeleteInferenceEndpointActionTests)."""
+    if not endpoint.preconfigured:
+        return
+    reason = f"[{endpoint.inference_id}] is a reserved inference endpoint. "
+    if not FORCE_DELETES_RESERVED.covers(version):
+        raise bad_request("status_exception", reason + "Cannot delete a reserved inference endpoint.")
+    if not force:
+        raise bad_request(
+            "status_exception",
+            reason + "Use the force=true query parameter to delete the inference endpoint.",
         )
 
 
@@ -189,42 +209,20 @@ def default_endpoints(cluster: Cluster) -> list[Endpoint]:
             chunking_settings=dict(catalog.DEFAULT_CHUNKING),
             preconfigured=True,
         ),
-        Endpoint(
-            ".rerank-v1-elasticsearch",
-            "rerank",
-            "elasticsearch",
-            {"num_threads": 1, "model_id": catalog.RERANK_MODEL, "adaptive_allocations": dict(adaptive)},
-            task_settings={"return_documents": True},
-            preconfigured=True,
-        ),
     ]
+    if RERANK_DEFAULT_SINCE.covers(cluster.version):
+        found.append(
+            Endpoint(
+                ".rerank-v1-elasticsearch",
+                "rerank",
+                "elasticsearch",
+                {"num_threads": 1, "model_id": catalog.RERANK_MODEL, "adaptive_allocations": dict(adaptive)},
+                task_settings={"return_documents": True},
+                preconfigured=True,
+            )
+        )
     if cluster.config.eis:
-        rpm = {"rate_limit": {"requests_per_minute": 240}}
-        found += [
-            Endpoint(
-                ".elser-2-elastic",
-                "sparse_embedding",
-                "elastic",
-                {"model_id": "elser_model_2"},
-                chunking_settings=dict(catalog.DEFAULT_CHUNKING),
-                preconfigured=True,
-            ),
-            Endpoint(
-                ".rainbow-sprinkles-elastic",
-                "chat_completion",
-                "elastic",
-                {"model_id": "rainbow-sprinkles", **rpm},
-                preconfigured=True,
-            ),
-            Endpoint(
-                ".jina-embeddings-v3",
-                "text_embedding",
-                "elastic",
-                {"model_id": "jina-embeddings-v3", "dimensions": 1024, "similarity": "cosine"},
-                chunking_settings=dict(catalog.DEFAULT_CHUNKING),
-                preconfigured=True,
-            ),
-        ]
+        found += eis.default_endpoints(cluster.version)
     return found
 
 

@@ -164,7 +164,14 @@ def _check_model(cluster: Cluster, model_id: str, task_type: str) -> None:
 
 
 async def _wait_started(cluster: Cluster, dep: ml.Deployment, timeout_text: str) -> None:
-    """Start-deployment waits for the first allocation (`wait_for=started`), bounded by `timeout`."""
+    """Start-deployment waits for the first allocation (`wait_for=started`), bounded by `timeout`.
+
+    TransportStartTrainedModelDeploymentAction: with nothing placed and scaling possible
+    (autoscaling, lazy ML nodes) no node is initialising, so the wait is over at once and the PUT
+    answers with 0 allocations (C8). A start refused for capacity (429) leaves no deployment, and one
+    that fails while the PUT waits is deleted (`deleteFailedDeployment`, C9); the endpoint document,
+    stored before the start, stays in both cases.
+    """
     seconds = parse_time_value(timeout_text, "timeout")
     budget = min(seconds, cluster.config.max_put_wait)
     deadline = cluster.now() + budget
@@ -173,9 +180,11 @@ async def _wait_started(cluster: Cluster, dep: ml.Deployment, timeout_text: str)
         share = ml.shares(cluster.ml, list(cluster.deployments.values()), now).get(dep.deployment_id, 0)
         failure = ml.start_failure(cluster.ml, dep, share, now)
         if failure is not None:
-            if failure.status == 429 and cluster.version.at_least(9, 5):
-                failure.status = 409
+            cluster.deployments.pop(dep.deployment_id, None)
+            cluster.save()
             raise failure
+        if share == 0 and cluster.ml.autoscaling:
+            return
         if ml.allocation_count(cluster.ml, dep, share, now) >= 1 or dep.target == 0:
             return
         if now >= deadline:

@@ -13,9 +13,12 @@ from typing import Any
 
 from reconciler import catalog
 from reconciler.catalog import Version
+from reconciler.emulator import eis
 from reconciler.emulator.cluster import Cluster, Endpoint
 from reconciler.emulator.endpoints import (
+    FORCE_DELETES_RESERVED,
     check_id,
+    check_reserved_delete,
     check_task_type_matches,
     ensure_defaults,
     new_endpoint,
@@ -28,7 +31,7 @@ from reconciler.emulator.endpoints import (
 )
 from reconciler.emulator.errors import EsError, bad_request, not_found
 from reconciler.emulator.in_cluster import put_in_cluster
-from reconciler.emulator.wording import java_str
+from reconciler.emulator.wording import java_str, printed_service_name, wrong_type
 
 # -- GET ---------------------------------------------------------------------------------------
 
@@ -42,20 +45,40 @@ def get_endpoints(cluster: Cluster, first: str | None, second: str | None) -> di
         return sorted(cluster.endpoints.values(), key=lambda e: e.inference_id)
 
     if first is None or (second is None and first in ("_all", "*")):
-        return {"endpoints": [render(cluster, e) for e in everything()]}
+        return _listed(cluster, everything())
     if second is None:
         endpoint = cluster.endpoints.get(first)
         if endpoint is None:
             raise not_found(f"Inference endpoint not found [{first}]")
-        return {"endpoints": [render(cluster, endpoint)]}
+        return _listed(cluster, [endpoint])
     task_type = path_task_type(first, version)
     if second in ("_all", "*"):
-        return {"endpoints": [render(cluster, e) for e in everything() if e.task_type == task_type]}
+        return _listed(cluster, [e for e in everything() if e.task_type == task_type])
     endpoint = cluster.endpoints.get(second)
     if endpoint is None:
         raise not_found(f"Inference endpoint not found [{second}]")
     check_task_type_matches(task_type, endpoint)
-    return {"endpoints": [render(cluster, endpoint)]}
+    return _listed(cluster, [endpoint])
+
+
+def _listed(cluster: Cluster, endpoints: list[Endpoint]) -> dict[str, Any]:
+    """GET parses every stored endpoint it lists (TransportGetInferenceModelAction.parseModels): one
+    that cannot be parsed fails the whole answer, a list included."""
+    for endpoint in endpoints:
+        _check_readable(cluster, endpoint)
+    return {"endpoints": [render(cluster, e) for e in endpoints]}
+
+
+def _check_readable(cluster: Cluster, endpoint: Endpoint) -> None:
+    """A stored Double task setting that holds an integer cannot be read back (C11: Anthropic writes
+    top_k under top_p, then `removeAsType(map, "top_p", Double.class)` throws a 400)."""
+    service = catalog.SERVICES.get(endpoint.service)
+    if service is None:
+        return
+    for spec in service.task_fields(endpoint.task_type, cluster.version):
+        value = endpoint.task_settings.get(spec.name)
+        if spec.kind is catalog.Kind.DOUBLE and value is not None and type(value) is not float:
+            raise bad_request("status_exception", wrong_type(catalog.WrongType(spec.name, value, spec.kind)))
 
 
 # -- PUT ---------------------------------------------------------------------------------------
@@ -79,23 +102,59 @@ async def put_endpoint(
     if service is None:
         raise bad_request("status_exception", f"Unknown service [{java_str(service_name)}]")
     service = catalog.route(service, task_type, version)
+    if service.name == eis.SERVICE and not cluster.config.eis:
+        raise bad_request("status_exception", eis.refuse_unauthorised(task_type))
     if inference_id in cluster.deployments:
         raise bad_request(
             "status_exception",
             f"Inference endpoint IDs must be unique. Requested inference endpoint ID [{inference_id}] "
             "matches existing trained model ID(s) but must not.",
         )
+    _cast_sections(body, task_type)
     if service.deploys_model:
         return await put_in_cluster(cluster, service, task_type, inference_id, body, timeout_text)
     checked = catalog.check_endpoint(service, task_type, body, version)
-    raise_first(checked.problems, service.name)
+    raise_first(checked.problems, printed_service_name(service.name, version))
     settings = dict(checked.service_settings)
     if task_type == "text_embedding" and service.dimensions_filled:
-        probe_embedding(service, settings)
+        probe_embedding(service, settings, version)
     endpoint = new_endpoint(service, version, inference_id, task_type, settings, checked)
     store(cluster, endpoint)
     cluster.save()
     return render(cluster, endpoint), []
+
+
+# The Java class Jackson reads each JSON value as.
+_JAVA_CLASSES = {
+    str: "java.lang.String",
+    int: "java.lang.Integer",
+    float: "java.lang.Double",
+    bool: "java.lang.Boolean",
+    list: "java.util.ArrayList",
+}
+
+
+def _cast_sections(body: dict[str, Any], task_type: str) -> None:
+    """The settings objects are read with an unchecked cast to Map (ServiceUtils
+    `removeFromMapOrThrowIfNull` / `removeFromMapOrDefaultEmpty`, also for `rate_limit` in
+    RateLimitSettings.of): any other JSON value throws a ClassCastException, which Elasticsearch
+    answers as a 500 `class_cast_exception` worded by the JVM."""
+    settings = body.get("service_settings")
+    candidates = [settings, body.get("task_settings")]
+    if catalog.chunking_applies(task_type):
+        candidates.append(body.get("chunking_settings"))
+    if isinstance(settings, dict):
+        candidates.append(settings.get("rate_limit"))
+    for value in candidates:
+        if value is None or isinstance(value, dict):
+            continue
+        java = _JAVA_CLASSES.get(type(value), "java.lang.Object")
+        raise EsError(
+            500,
+            "class_cast_exception",
+            f"class {java} cannot be cast to class java.util.Map ({java} and java.util.Map are in module "
+            "java.base of loader 'bootstrap')",
+        )
 
 
 def _resolve_task_type(url_task: str | None, body_task: Any, version: Version) -> str:
@@ -173,18 +232,16 @@ def delete_endpoint(
     endpoint = cluster.endpoints.get(inference_id)
     if endpoint is None:
         raise not_found(f"Inference endpoint not found [{inference_id}]")
+    if not FORCE_DELETES_RESERVED.covers(cluster.version):
+        # 8.16 and 8.17 refuse a reserved id before anything else, a dry run included.
+        check_reserved_delete(cluster.version, endpoint, force)
     if task_type is not None:
         check_task_type_matches(task_type, endpoint)
     pipelines, indexes = references(cluster, inference_id)
     message = _referenced_message(inference_id, pipelines, indexes)
     if dry_run:
         return {"acknowledged": False, "pipelines": pipelines, "indexes": indexes, "error_message": message}
-    if endpoint.preconfigured and not force:
-        raise bad_request(
-            "status_exception",
-            f"[{inference_id}] is a reserved inference endpoint. Cannot delete a reserved inference endpoint. "
-            "Use the force=true query parameter to delete the inference endpoint.",
-        )
+    check_reserved_delete(cluster.version, endpoint, force)
     if message and not force:
         raise EsError(409, "status_exception", message)
     dep = cluster.deployments.get(inference_id)

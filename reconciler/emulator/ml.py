@@ -7,7 +7,9 @@ emulator needs no scheduler and any number of deployments costs nothing while no
 - the ML node has `ml_capacity` processors (an allocation uses `threads` of them); deployments
   take capacity in creation order and the rest of their allocations stay pending, with the
   reason Elasticsearch gives;
-- a deployment of a model named by `--fail-model` fails half-way through its start-up.
+- a deployment of a model named by `--fail-model` fails half-way through its start-up;
+- with autoscaling, what does not fit waits for the autoscaler (`scale_up_seconds`), else for
+  freed capacity; without it a start that cannot be fully placed is refused (429).
 
 `trained_model_stats` answers `GET /_ml/trained_models/<ids>/_stats` with the shape and the
 computed `allocation_status.state` of the reference's §9.
@@ -64,10 +66,19 @@ class Deployment:
 
 @dataclass
 class MlSettings:
+    """The ML tier: allocation speed, processors, whether it can scale, and failing models.
+
+    `autoscaling` says the cluster can get more ML capacity (autoscaling or lazy ML nodes, as on
+    Elastic Cloud): a start that cannot be placed then returns at once with 0 allocations instead
+    of failing with 429 (C8). `scale_up_seconds` is how long the autoscaler takes to add the
+    capacity a deployment is waiting for (None: it never does, allocations wait for freed capacity).
+    """
+
     deploy_seconds: float = 5.0
     capacity: int | None = None
     autoscaling: bool = True
     fail_models: frozenset[str] = field(default_factory=frozenset)
+    scale_up_seconds: float | None = None
 
 
 def failure_reason(dep: Deployment) -> str:
@@ -106,10 +117,19 @@ def shares(settings: MlSettings, deployments: list[Deployment], now: float) -> d
         if has_failed(dep, now):
             result[dep.deployment_id] = 0
             continue
+        if scaled_up(settings, dep, now):
+            # The autoscaler added a node for what did not fit: it holds all its allocations.
+            result[dep.deployment_id] = dep.target
+            continue
         share = max(0, min(dep.target, free // max(dep.threads, 1)))
         result[dep.deployment_id] = share
         free -= share * max(dep.threads, 1)
     return result
+
+
+def scaled_up(settings: MlSettings, dep: Deployment, now: float) -> bool:
+    delay = settings.scale_up_seconds
+    return settings.autoscaling and delay is not None and now >= dep.created + delay
 
 
 def allocation_count(settings: MlSettings, dep: Deployment, share: int, now: float) -> int:
@@ -119,7 +139,11 @@ def allocation_count(settings: MlSettings, dep: Deployment, share: int, now: flo
         started = dep.target
     else:
         step = settings.deploy_seconds / max(dep.target, 1)
-        started = dep.base + int((now - dep.ramp_from) / step + 1e-9)
+        ramp_from = dep.ramp_from
+        if scaled_up(settings, dep, now):
+            # Allocations that waited for the new node start once it is there.
+            ramp_from = max(ramp_from, dep.created + (settings.scale_up_seconds or 0.0))
+        started = dep.base + int((now - ramp_from) / step + 1e-9)
     return max(0, min(dep.target, share, started))
 
 
@@ -323,7 +347,11 @@ def _with_deployment(
 
 
 def start_failure(settings: MlSettings, dep: Deployment, share: int, now: float) -> EsError | None:
-    """What a waiting start-deployment call answers, or None while it should keep waiting."""
+    """What a waiting start-deployment call answers, or None while it should keep waiting.
+
+    No capacity and no way to scale is a 429 on every version up to 9.5.0
+    (TrainedModelAssignmentClusterService.checkModelIsFullyAllocatedIfScalingIsNotPossible, C8).
+    """
     if has_failed(dep, now):
         return EsError(
             500,

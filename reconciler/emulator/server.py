@@ -8,6 +8,7 @@ import uvicorn
 
 from reconciler.emulator.app import Emulator
 from reconciler.emulator.cluster import EmulatorConfig
+from reconciler.emulator.eis import preconfigured_ids
 
 
 class ListenError(Exception):
@@ -44,4 +45,7 @@ def serve(
         f"Elasticsearch {config.version} emulator listening on http://{host}:{sock.getsockname()[1]}",
         flush=True,
     )
+    if config.eis:
+        ids = ", ".join(preconfigured_ids(emulator.cluster.version))
+        print(f"EIS is authorised; its preconfigured endpoints: {ids}", flush=True)
     server.run(sockets=[sock])

@@ -4,7 +4,8 @@ What `_update` accepts depends on the version (reference §6; the catalog's `NEW
 9.4 any service_settings object is a whole new set of secrets and an in-cluster endpoint can
 change only num_allocations; from 9.5 the service settings the parser merges, chunking_settings
 and adaptive allocations change too. task_settings are merged key by key or replaced whole, as
-the service's entry in the catalog says.
+the service's entry in the catalog says. From 8.16 to 9.3 a successful update rebuilds the endpoint
+without its chunking settings, which then read back as the old default (C5, issue #139574).
 """
 
 from __future__ import annotations
@@ -49,6 +50,8 @@ async def update_endpoint(
         _update_in_cluster(cluster, service, endpoint, body, newest)
     else:
         _update_external(cluster, service, endpoint, body, newest)
+    if catalog.update_resets_chunking(version) and catalog.chunking_applies(endpoint.task_type):
+        endpoint.chunking_settings = dict(catalog.OLD_DEFAULT_CHUNKING)
     cluster.save()
     return render(cluster, endpoint)
 
@@ -135,8 +138,9 @@ def _merged_settings(
     requested: dict[str, Any],
     secrets: dict[str, Any],
 ) -> dict[str, Any]:
-    """From 9.5: the updatable settings, checked as a PUT would check them over the stored ones."""
-    updatable = {n for n, f in fields.items() if f.updatable and not f.secret}
+    """From 9.5: the settings the service's update parser takes (C6), checked as a PUT would check
+    them over the stored ones."""
+    updatable = {n for n in fields if n in service.updatable and not fields[n].secret}
     unknown = {k: v for k, v in requested.items() if k not in updatable and k not in secrets}
     if unknown:
         raise bad_request("status_exception", unknown_settings_reason(unknown, service.name))
