@@ -3,10 +3,12 @@
 It sends the requests each change carries, in the order its `action` gives, and never reads
 what only explains a change (reason, diff, references): the plan computed every request. Deletes
 (and the delete half of replaces) run first, then creates, updates and the state-only actions
-(read, adopt, forget); independent endpoints run in parallel up to `parallelism`. Every action
+(read, adopt, forget); independent endpoints run in parallel up to `parallelism`. Each request
+that changes an endpoint is recorded in the state as intended before it is sent, and every action
 that reached the cluster is written to the state before it counts as done (writes are grouped: one
-in flight at a time carries every action finished meanwhile), so an interrupted apply loses
-nothing. One endpoint's failure does not stop the others.
+in flight at a time carries every entry noted meanwhile, journalled by `StateWriter`), so an
+interrupted apply loses nothing, even killed: the next run settles what it intended by reading
+back (`session.settle`). One endpoint's failure does not stop the others.
 
 A create whose answer was lost, or that is refused because the id exists, is settled by reading
 the endpoint back and comparing it with what was asked. Deployments of in-cluster endpoints are
@@ -25,10 +27,10 @@ from typing import Any
 from reconciler import catalog, views
 from reconciler.client import ApiError, Elasticsearch, ElasticsearchError, Response, TransportError
 from reconciler.plan import Action, Change, Plan, Request
-from reconciler.progress import DeploymentStatus, Reporter
+from reconciler.progress import DeploymentStatus, Planned, Reporter
 from reconciler.resolver import Resolver
 from reconciler.sensitive import BadReferenceError, Secret, digest, masked
-from reconciler.state import EndpointRecord, State
+from reconciler.state import DONE, DROPPED, FORGOTTEN, INTENT, EndpointRecord, Entry, State
 from reconciler.storage import Backend, now_iso
 
 
@@ -112,40 +114,86 @@ def requested_view(change: Change) -> dict[str, Any]:
 
 
 class StateWriter:
-    """Group commit: each caller returns once a write holding its change has been stored.
+    """Group commit: each caller returns once a write holding its entry has been stored.
 
-    Endpoint records are kept in a mutable map and a State is built only per write, so recording
-    N actions costs N map updates plus one write per batch, not N copies of the whole state.
+    Entries (`reconciler.state.Entry`) are journalled: a write adds the entries noted since the
+    last one (up to JOURNAL_BATCH), not the whole state, so recording N actions costs N entries.
+    The first write of a state never stored, and a journal grown past the snapshot, write the
+    whole state instead (a snapshot); `close` does so at the end of a run. Endpoint records are
+    kept in mutable maps: a State is built only for those whole writes.
     """
 
-    def __init__(self, backend: Backend, state: State, token: Any) -> None:
+    JOURNAL_BATCH = 256
+
+    def __init__(self, backend: Backend, state: State, token: Any, settled: Sequence[Entry] = ()) -> None:
         self.backend = backend
         self.base = state
         self.endpoints: dict[str, EndpointRecord] = dict(state.endpoints)
+        self.intents: dict[str, Entry] = dict(state.intents)
         self.token = token
-        self._changed = 0
+        self._queue: list[Entry] = []
+        self._noted = 0
         self._written = 0
         self._lock = asyncio.Lock()
+        for entry in settled:  # the settling of a previous run's intents goes with the first write
+            self._note(entry)
+
+    def _note(self, entry: Entry) -> int:
+        if entry.kind == INTENT:
+            self.intents[entry.inference_id] = entry
+        else:
+            self.intents.pop(entry.inference_id, None)
+            if entry.kind == DONE and entry.record is not None:
+                self.endpoints[entry.inference_id] = entry.record
+            elif entry.kind == FORGOTTEN:
+                self.endpoints.pop(entry.inference_id, None)
+        self._queue.append(entry)
+        self._noted += 1
+        return self._noted
+
+    async def intend(self, inference_id: str, op: str, record: EndpointRecord | None = None) -> None:
+        """Recorded before the request that changes the endpoint is sent (DESIGN §9)."""
+        await self._commit(self._note(Entry(INTENT, inference_id, op, record)))
 
     async def put(self, inference_id: str, record: EndpointRecord) -> None:
-        self.endpoints[inference_id] = record
-        await self._commit()
+        await self._commit(self._note(Entry(DONE, inference_id, record=record)))
 
     async def forget(self, inference_id: str) -> None:
-        self.endpoints.pop(inference_id, None)
-        await self._commit()
+        await self._commit(self._note(Entry(FORGOTTEN, inference_id)))
 
-    async def _commit(self) -> None:
-        self._changed += 1
-        mine = self._changed
+    async def drop(self, inference_id: str) -> None:
+        """The intended request certainly changed nothing."""
+        if inference_id in self.intents:
+            await self._commit(self._note(Entry(DROPPED, inference_id)))
+
+    def state(self, serial: int) -> State:
+        return replace(self.base, serial=serial, endpoints=dict(self.endpoints), intents=dict(self.intents))
+
+    async def _commit(self, mine: int) -> None:
         async with self._lock:
-            if self._written >= mine:
-                return
-            target = self._changed
-            snapshot = replace(self.base, serial=self.base.serial + 1, endpoints=dict(self.endpoints))
-            self.token = await self.backend.write(snapshot, self.token)
-            self.base = replace(self.base, serial=snapshot.serial)
-            self._written = target
+            while self._written < mine:
+                await self._write()
+
+    async def _write(self) -> None:
+        serial = self.base.serial + 1
+        journal, snapshot = self.backend.journal(self.token)
+        if self.token is None or journal > max(snapshot, 256 * 1024):
+            count = len(self._queue)
+            self.token = await self.backend.write(self.state(serial), self.token)
+        else:
+            count = min(len(self._queue), self.JOURNAL_BATCH)
+            self.token = await self.backend.append(self._queue[:count], self.state(serial), self.token)
+        del self._queue[:count]
+        self.base = replace(self.base, serial=serial)
+        self._written += count
+
+    async def close(self) -> None:
+        """Store what is noted, and fold the journal into a snapshot: the next reader reads one."""
+        await self._commit(self._noted)
+        async with self._lock:
+            if self.token is not None and self.backend.journal(self.token)[0] > 0:
+                self.base = replace(self.base, serial=self.base.serial + 1)
+                self.token = await self.backend.write(self.state(self.base.serial), self.token)
 
 
 # -- executing a plan --------------------------------------------------------------------------
@@ -174,6 +222,7 @@ class Applier:
 
     async def apply(self, plan: Plan) -> Result:
         changes = [c for c in plan.changes if c.action is not Action.NO_OP]
+        self.reporter.begin([Planned(c.inference_id, c.action.value, self._waits(c)) for c in changes])
         removing = [c for c in changes if c.action in (Action.DELETE, Action.REPLACE)]
         deleted = await self._gather(self._delete, removing)
         later = [
@@ -189,6 +238,16 @@ class Applier:
         if self.options.wait:
             await self._wait([c for c in later if c.inference_id in waiting and c.wait])
         return self.result
+
+    def _waits(self, change: Change) -> float | None:
+        """How long apply will wait for the change's deployment; None when it will not."""
+        if not (self.options.wait and change.wait) or change.action not in (
+            Action.CREATE,
+            Action.REPLACE,
+            Action.UPDATE,
+        ):
+            return None
+        return change.wait_timeout or self.options.wait_timeout
 
     async def _gather(
         self, run: Callable[[Change], Coroutine[Any, Any, bool]], changes: Sequence[Change]
@@ -207,6 +266,8 @@ class Applier:
     def _outcome(
         self, change: Change, status: str, detail: str | None = None, action: str | None = None
     ) -> None:
+        # Built here or by the client, a detail may hold server text: redacted alike (DESIGN §9).
+        detail = self.es.redact(detail) if detail is not None else None
         self.result.outcomes.append(
             Outcome(change.inference_id, action or change.action.value, status, detail)
         )
@@ -241,11 +302,15 @@ class Applier:
     # -- deletes (and the delete half of replaces): the change's first request -----------------
 
     async def _delete(self, change: Change) -> bool:
+        await self.writer.intend(change.inference_id, "delete")
         try:
             async with self._limit:  # the parallelism bounds requests to the cluster, not state writes
+                self.reporter.started(change.inference_id, "delete")
                 await self._send(change, change.requests[0], ok=(404,), idempotent=True)
         except ElasticsearchError as error:
             self._outcome(change, "failed", error.describe(), "delete")
+            if isinstance(error, ApiError):  # answered, so not deleted; otherwise the next run reads back
+                await self.writer.drop(change.inference_id)
             return False
         await self.writer.forget(change.inference_id)
         if change.action is Action.DELETE:
@@ -260,12 +325,16 @@ class Applier:
             await self.writer.forget(change.inference_id)
             self._outcome(change, "done")
             return False
+        if _sends(change):  # recorded before the request: a run killed meanwhile is settled next time
+            await self.writer.intend(change.inference_id, "put", self._record(change, None))
         try:
             async with self._limit:
+                self.reporter.started(change.inference_id, change.action.value)
                 echo, waiting = await self._echo(change)
         except ElasticsearchError as error:
             self._outcome(change, "failed", error.describe())
-            await self._record_if_present(change)
+            if not await self._record_if_present(change) and isinstance(error, ApiError):
+                await self.writer.drop(change.inference_id)
             return False
         await self.writer.put(change.inference_id, self._record(change, echo))
         self._outcome(change, "done")
@@ -279,15 +348,21 @@ class Applier:
             return await self._update(change), True
         return await self._create(change, change.requests[-1]), True
 
-    def _record(self, change: Change, echo: Mapping[str, Any], *, tainted: bool = False) -> EndpointRecord:
+    def _record(
+        self, change: Change, echo: Mapping[str, Any] | None, *, tainted: bool = False
+    ) -> EndpointRecord:
+        """The state's record of the endpoint as the cluster echoes it; with no echo, the record
+        an intent carries (`applied` left empty until it is read back)."""
         previous = self.writer.endpoints.get(change.inference_id)
         if change.action is Action.READ and previous is not None:
-            return replace(previous, applied=views.live_view(echo), applied_at=now_iso())
+            return replace(previous, applied=views.live_view(echo or {}), applied_at=now_iso())
         secrets = self.secrets.get(change.inference_id, {})
         salt = self.writer.base.salt
         digests = {path: digest(secret, salt) for path, secret in secrets.items()}
-        applied = views.live_view(echo)  # a referenced value the server echoes is masked (DESIGN §9)
-        applied["service_settings"] = masked(applied["service_settings"], digests, salt)
+        applied: dict[str, Any] = {}
+        if echo is not None:
+            applied = views.live_view(echo)  # a referenced value the server echoes is masked (DESIGN §9)
+            applied["service_settings"] = masked(applied["service_settings"], digests, salt)
         return EndpointRecord(
             task_type=change.task_type,
             service=change.service,
@@ -346,16 +421,18 @@ class Applier:
         echo: Mapping[str, Any] = response.body
         return echo
 
-    async def _record_if_present(self, change: Change) -> None:
-        """A failed create may still have stored the endpoint: record it, tainted, to replace later."""
+    async def _record_if_present(self, change: Change) -> bool:
+        """A failed create may still have stored the endpoint: record it, tainted, to replace later.
+        True when it did (or may have: it could not be read back)."""
         if change.action not in (Action.CREATE, Action.REPLACE):
-            return
+            return False
         try:
             echo = await self.es.endpoint(change.inference_id)
         except ElasticsearchError:
-            return
+            return True
         if echo is not None:
             await self.writer.put(change.inference_id, self._record(change, echo, tainted=True))
+        return echo is not None
 
     # -- waiting -------------------------------------------------------------------------------
 
@@ -389,6 +466,13 @@ class Applier:
             self.sleep,
             on_done=settled,
         )
+
+
+def _sends(change: Change) -> bool:
+    """Whether carrying out the change (past any delete) sends a request that writes the endpoint."""
+    return change.action in (Action.CREATE, Action.REPLACE) or (
+        change.action is Action.UPDATE and bool(change.requests)
+    )
 
 
 def _has_path(settings: Mapping[str, Any], path: str) -> bool:
@@ -432,6 +516,7 @@ async def wait_for_deployments(
                 continue
             deployment_id, timeout = pending[inference_id]
             outcome, count, target, state, reason = catalog.deployment_health(stats.get(deployment_id))
+            reason = es.redact(reason) if reason else reason  # server text, shown and logged
             if outcome == "waiting" and elapsed >= timeout:
                 outcome = "timed-out"
             status = DeploymentStatus(

@@ -12,7 +12,7 @@ import functools
 import json
 import secrets as random_tokens
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -64,6 +64,8 @@ class State:
     workspace: str
     salt: str
     endpoints: Mapping[str, EndpointRecord] = field(default_factory=dict)
+    # Actions recorded as intended and not settled yet, by endpoint id (entries of kind `intent`).
+    intents: Mapping[str, Entry] = field(default_factory=dict)
 
     @classmethod
     def new(cls, workspace: str) -> State:
@@ -73,13 +75,18 @@ class State:
         return replace(self, endpoints={**self.endpoints, inference_id: record})
 
     def without(self, inference_id: str) -> State:
-        return replace(self, endpoints={k: v for k, v in self.endpoints.items() if k != inference_id})
+        """The state no longer managing the endpoint: its record and any intent for it go."""
+        return replace(
+            self,
+            endpoints={k: v for k, v in self.endpoints.items() if k != inference_id},
+            intents={k: v for k, v in self.intents.items() if k != inference_id},
+        )
 
     def bumped(self) -> State:
         return replace(self, serial=self.serial + 1)
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        out = {
             "format_version": STATE_FORMAT,
             "lineage": self.lineage,
             "serial": self.serial,
@@ -87,6 +94,9 @@ class State:
             "salt": self.salt,
             "endpoints": {k: v.to_json() for k, v in sorted(self.endpoints.items())},
         }
+        if self.intents:  # absent when none: the form written before intents existed
+            out["intents"] = [e.to_json() for _, e in sorted(self.intents.items())]
+        return out
 
     def dumps(self) -> str:
         """Compact JSON equal to to_json(), built from each record's cached encoding."""
@@ -98,7 +108,9 @@ class State:
             "salt": self.salt,
         }
         records = ",".join(f"{_json_key(k)}:{r.json_text}" for k, r in sorted(self.endpoints.items()))
-        return json.dumps(head, separators=(",", ":"))[:-1] + ',"endpoints":{' + records + "}}"
+        intents = ",".join(e.json_text for _, e in sorted(self.intents.items()))
+        tail = f',"intents":[{intents}]' if self.intents else ""
+        return json.dumps(head, separators=(",", ":"))[:-1] + ',"endpoints":{' + records + "}" + tail + "}"
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> State:
@@ -110,7 +122,64 @@ class State:
             data["workspace"],
             data["salt"],
             {k: EndpointRecord.from_json(v) for k, v in data["endpoints"].items()},
+            {e.inference_id: e for e in map(Entry.from_json, data.get("intents") or ())},
         )
+
+
+INTENT, DONE, FORGOTTEN, DROPPED = "intent", "done", "forgotten", "dropped"
+ENTRY_KINDS = (INTENT, DONE, FORGOTTEN, DROPPED)
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One step of a run, as the journal keeps it: an intent before a request, then how it ended.
+
+    `intent` carries `op` (`put`: `record` is what the state records once the endpoint reads back
+    as asked, its `applied` still empty; `delete`); `done` carries the record now held."""
+
+    kind: str
+    inference_id: str
+    op: str = ""
+    record: EndpointRecord | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"kind": self.kind, "id": self.inference_id}
+        if self.op:
+            out["op"] = self.op
+        if self.record is not None:
+            out["record"] = self.record.to_json()
+        return out
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Entry:
+        kind, op = data["kind"], data.get("op", "")
+        if kind not in ENTRY_KINDS or (kind == INTENT and op not in ("put", "delete")):
+            raise ValueError(f"unknown journal entry {kind!r} {op!r}")
+        record = data.get("record")
+        return cls(kind, str(data["id"]), op, EndpointRecord.from_json(record) if record else None)
+
+    @functools.cached_property
+    def json_text(self) -> str:
+        return json.dumps(self.to_json(), separators=(",", ":"), sort_keys=True)
+
+
+def replay(state: State, entries: Iterable[Entry], serial: int | None = None) -> State:
+    """The state once `entries` are applied in order (a later entry for an id wins); `serial`, when
+    given, is the serial of the journal document that carried them."""
+    endpoints = dict(state.endpoints)
+    intents = dict(state.intents)
+    for entry in entries:
+        if entry.kind == INTENT:
+            intents[entry.inference_id] = entry
+            continue
+        intents.pop(entry.inference_id, None)
+        if entry.kind == DONE and entry.record is not None:
+            endpoints[entry.inference_id] = entry.record
+        elif entry.kind == FORGOTTEN:
+            endpoints.pop(entry.inference_id, None)
+    return replace(
+        state, serial=state.serial if serial is None else serial, endpoints=endpoints, intents=intents
+    )
 
 
 def _json_key(key: str) -> str:

@@ -1,10 +1,28 @@
 """State storage: where the state and its lock live, and the lease that keeps a lock held.
 
 Two backends behind one interface (`Backend`), both held to one conformance test:
-- `ClusterBackend` (default): documents `state-<workspace>` and `lock-<workspace>` in the index
-  `reconciler-state` of the managed cluster; writes use `if_seq_no`/`if_primary_term`, the lock is
-  created with `op_type=create` and taken over only once expired.
+- `ClusterBackend` (default): documents in the index `reconciler-state` of the managed cluster
+  (below); the lock is created with `op_type=create` and taken over only once expired.
 - `FileBackend`: a JSON file written atomically (temp file + rename) and a lock file beside it.
+
+A state is written two ways: `write` stores it whole (a snapshot); `append` adds journal entries
+(`reconciler.state.Entry`: intent / done / forgotten / dropped) after the state last read or
+written, so that recording an action costs that action's bytes, not the whole state's. A reader
+gets the snapshot with the journal replayed. The file backend rewrites its file either way.
+
+The cluster's documents (ids; each `{"kind": K, "body": ...}`, `body` stored but not indexed):
+- `state-<workspace>`, kind `state`: the snapshot, `body` = `State.to_json()` (format_version 1;
+  `intents` present only when some are pending; documents written before journals existed are
+  read as they are: a snapshot with an empty journal);
+- `journal-<workspace>-<lineage>-<serial>-<k>`, kind `journal`, k = 0, 1, 2 ...: the journal after
+  the snapshot of that lineage and serial, `body` = `{"serial": S, "entries": [entry, ...]}` where
+  S is the state's serial once the document is replayed. A reader replays k = 0, 1 ... up to the
+  first missing one. A new snapshot starts a new journal (its serial is higher), and the documents
+  of the old one are deleted after it;
+- `lock-<workspace>`, kind `lock`: the lock record (`LockInfo`).
+Concurrent writers are kept apart by the lock; `if_seq_no` on the snapshot and `op_type=create`
+on each journal document refuse a writer that read an older state.
+
 Reading takes no lock: `plan`, `drift` and `status` need only read access. `locked()` holds the
 lock for a block of work, renewing its lease meanwhile; SIGTERM or SIGINT meanwhile cancels the
 work, releases the lock and raises `StoppedBySignalError` (exit 128 + the signal's number: 143, 130).
@@ -23,8 +41,8 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
@@ -32,11 +50,13 @@ from typing import Any, Protocol
 from reconciler.client import Elasticsearch, ElasticsearchError, RawJson, TransportError
 from reconciler.state import (
     DEFAULT_LEASE,
+    Entry,
     LockHeldError,
     LockInfo,
     State,
     StateConflictError,
     StateError,
+    replay,
 )
 
 STATE_INDEX = "reconciler-state"
@@ -69,6 +89,15 @@ class Backend(Protocol):
 
     async def write(self, state: State, token: Any) -> Any:
         """Write if the stored state is still the one `token` came from; returns the new token."""
+
+    async def append(self, entries: Sequence[Entry], after: State, token: Any) -> Any:
+        """Add `entries` after the stored state `token` (not None) came from, if it is still the
+        stored one; `after` is that state with them replayed (and perhaps later ones: a backend
+        that rewrites whole files writes it). Returns the new token."""
+
+    def journal(self, token: Any) -> tuple[int, int]:
+        """(bytes of journal after the snapshot, bytes of the snapshot) at `token`: when the first
+        outgrows the second, a new snapshot is due."""
 
     async def lock(self, info: LockInfo) -> LockInfo:
         """Take the lock, or raise LockHeldError naming the holder; an expired lock is taken over."""
@@ -112,8 +141,20 @@ class FileBackend:
         if current != token:
             raise StateConflictError(f"the state in {self.path} changed since it was read")
         # Serialise and write off the event loop: other actions go on meanwhile (and batch up).
-        await asyncio.to_thread(_write_atomically, self.path, state.dumps())
+        writing = asyncio.ensure_future(asyncio.to_thread(_write_atomically, self.path, state.dumps()))
+        try:
+            await asyncio.shield(writing)
+        except asyncio.CancelledError:  # a signal: the thread cannot stop, so the lock waits for it
+            await writing
+            raise
         return _stat_token(self.path)
+
+    async def append(self, entries: Sequence[Entry], after: State, token: Any) -> Any:
+        # A local file is rewritten whole: cheap here, and never half-written (temp file + rename).
+        return await self.write(after, token)
+
+    def journal(self, token: Any) -> tuple[int, int]:
+        return 0, token[2] if token is not None else 0
 
     async def lock(self, info: LockInfo) -> LockInfo:
         while True:
@@ -202,12 +243,29 @@ INDEX_BODY = {
 }
 
 
+@dataclass(frozen=True)
+class Position:
+    """The cluster backend's token: the snapshot document's version, and the journal after it."""
+
+    seq_no: int
+    term: int
+    lineage: str
+    serial: int  # the snapshot's: its journal's documents are named after it
+    length: int = 0  # journal documents after the snapshot
+    journal_bytes: int = 0
+    snapshot_bytes: int = 0
+
+
+JOURNAL_READ_WINDOW = 16  # journal documents read at once
+
+
 class ClusterBackend:
     """State and lock as documents in the managed cluster, so every CI runner sees the same state."""
 
     def __init__(self, es: Elasticsearch, workspace: str, index: str = STATE_INDEX) -> None:
         self.es = es
         self.index = index
+        self.workspace = workspace
         self.state_id = f"state-{workspace}"
         self.lock_id = f"lock-{workspace}"
         self.name = f"cluster:{index}/{self.state_id}"
@@ -218,23 +276,60 @@ class ClusterBackend:
             await self.es.ensure_index(self.index, INDEX_BODY)
             self._index_ready = True
 
+    def journal_id(self, lineage: str, serial: int, k: int) -> str:
+        return f"journal-{self.workspace}-{lineage}-{serial}-{k}"
+
     async def read(self) -> Snapshot:
-        found = await self.es.get_document(self.index, self.state_id)
-        if found is None:
-            return Snapshot(None, None)
-        source, seq_no, term = found
-        try:
-            return Snapshot(State.from_json(source["body"]), (seq_no, term))
-        except (KeyError, TypeError, ValueError) as error:
-            raise StateError(f"cannot read the state document {self.state_id}: {error}") from None
+        while True:
+            found = await self.es.get_document(self.index, self.state_id)
+            if found is None:
+                return Snapshot(None, None)
+            source, seq_no, term = found
+            try:
+                state = State.from_json(source["body"])
+            except (KeyError, TypeError, ValueError) as error:
+                raise StateError(f"cannot read the state document {self.state_id}: {error}") from None
+            position = Position(seq_no, term, state.lineage, state.serial, snapshot_bytes=len(state.dumps()))
+            state, position = await self._replayed(state, position)
+            # A new snapshot deletes the journal before it: read again if one came meanwhile.
+            if await self._snapshot_version() == (seq_no, term):
+                return Snapshot(state, position)
+
+    async def _replayed(self, state: State, position: Position) -> tuple[State, Position]:
+        """The snapshot with its journal replayed, read a window of documents at a time."""
+        length, size = 0, 0
+        while True:
+            window = min(JOURNAL_READ_WINDOW, max(1, length))
+            ids = [self.journal_id(position.lineage, position.serial, length + i) for i in range(window)]
+            documents = await asyncio.gather(*(self.es.get_document(self.index, i) for i in ids))
+            for doc_id, document in zip(ids, documents, strict=True):
+                if document is None:
+                    return state, replace(position, length=length, journal_bytes=size)
+                try:
+                    body = document[0]["body"]
+                    state = replay(state, [Entry.from_json(e) for e in body["entries"]], int(body["serial"]))
+                except (KeyError, TypeError, ValueError) as error:
+                    raise StateError(f"cannot read the state journal document {doc_id}: {error}") from None
+                length += 1
+                size += len(json.dumps(document[0], separators=(",", ":")))
+
+    async def _snapshot_version(self) -> tuple[int, int] | None:
+        response = await self.es.request(
+            "GET", f"/{self.index}/_doc/{self.state_id}", params={"_source": "false"}, ok=(404,)
+        )
+        if response.status == 404 or not response.body.get("found"):
+            return None
+        return response.body["_seq_no"], response.body["_primary_term"]
 
     async def write(self, state: State, token: Any) -> Any:
         await self._ensure_index()
         # The cached encoding of each record: a write costs a join, not re-encoding the whole state.
-        source = RawJson('{"kind":"state","body":' + state.dumps() + "}")
+        text = state.dumps()
+        source = RawJson('{"kind":"state","body":' + text + "}")
+        expect = (token.seq_no, token.term) if token is not None else None
         try:
             written = await self.es.put_document(
-                self.index, self.state_id, source, expect=token, create=token is None
+                self.index, self.state_id, source, expect=expect, create=token is None
             )
         except TransportError as error:
             if not error.maybe_applied:
@@ -242,7 +337,9 @@ class ClusterBackend:
             written = await self._written_anyway(state, error)
         if written is None:
             raise StateConflictError(f"the state document {self.state_id} changed since it was read")
-        return written
+        if token is not None and token.length:
+            await self._delete_journal(token)
+        return Position(written[0], written[1], state.lineage, state.serial, snapshot_bytes=len(text))
 
     async def _written_anyway(self, state: State, cause: TransportError) -> Any:
         """The answer to a state write was lost: it happened if the stored state is the one sent."""
@@ -250,6 +347,43 @@ class ClusterBackend:
         if found is not None and found[0].get("body") == state.to_json():
             return found[1], found[2]
         raise cause
+
+    async def _delete_journal(self, old: Position) -> None:
+        """The journal a new snapshot replaces; one left behind (a run stopped here) is never read."""
+        limit = asyncio.Semaphore(8)
+
+        async def one(k: int) -> None:
+            async with limit:
+                with contextlib.suppress(ElasticsearchError):
+                    await self.es.delete_document(self.index, self.journal_id(old.lineage, old.serial, k))
+
+        await asyncio.gather(*(one(k) for k in range(old.length)))
+
+    async def append(self, entries: Sequence[Entry], after: State, token: Any) -> Any:
+        if not isinstance(token, Position):
+            raise StateError("the journal needs a stored snapshot to follow")
+        doc_id = self.journal_id(token.lineage, token.serial, token.length)
+        records = ",".join(e.json_text for e in entries)
+        text = '{"kind":"journal","body":{"serial":' + str(after.serial) + ',"entries":[' + records + "]}}"
+        try:
+            created = await self.es.put_document(self.index, doc_id, RawJson(text), expect=None, create=True)
+        except TransportError as error:
+            if not error.maybe_applied:
+                raise
+            created = None
+        # Refused as existing: ours if its answer was lost and it was sent again; else another's.
+        if created is None and not await self._stored(doc_id, text):
+            raise StateConflictError(f"the state journal {doc_id} was written by another run")
+        return replace(token, length=token.length + 1, journal_bytes=token.journal_bytes + len(text))
+
+    async def _stored(self, doc_id: str, text: str) -> bool:
+        found = await self.es.get_document(self.index, doc_id)
+        return found is not None and found[0] == json.loads(text)
+
+    def journal(self, token: Any) -> tuple[int, int]:
+        if not isinstance(token, Position):
+            return 0, 0
+        return token.journal_bytes, token.snapshot_bytes
 
     async def lock(self, info: LockInfo) -> LockInfo:
         await self._ensure_index()
@@ -348,12 +482,17 @@ def backend_for(spec: str, es: Elasticsearch, workspace: str) -> Backend:
 # -- holding the lock --------------------------------------------------------------------------
 
 
-async def take_lock(backend: Backend, operation: str, lock_timeout: float) -> LockInfo:
-    """The state lock, waiting up to lock_timeout for a holder to finish (0: fail at once)."""
+async def take_lock(
+    backend: Backend, operation: str, lock_timeout: float, info: LockInfo | None = None
+) -> LockInfo:
+    """The state lock, waiting up to lock_timeout for a holder to finish (0: fail at once). Every
+    attempt asks under the same id (`info`'s, when given), so that the lock can be released by it
+    even when the answer to an attempt never came."""
+    info = info or new_lock(operation)
     deadline = time.monotonic() + lock_timeout
     while True:
         try:
-            return await backend.lock(new_lock(operation))
+            return await backend.lock(replace(info, expires=time.time() + info.lease))
         except LockHeldError:
             if time.monotonic() >= deadline:
                 raise
@@ -373,16 +512,17 @@ async def _keep_alive(
 
 
 class StoppedBySignalError(Exception):
-    """SIGTERM or SIGINT stopped the work that held the lock; the lock was released."""
+    """SIGTERM or SIGINT stopped the work that held (or waited for) the lock; the lock was released."""
 
-    def __init__(self, operation: str, signum: int) -> None:
+    def __init__(self, operation: str, signum: int, *, held: bool = True) -> None:
         self.signum = signum
         self.exit_code = 128 + signum  # the shell's convention: 143 for SIGTERM, 130 for SIGINT
         name = signal.Signals(signum).name
-        super().__init__(
-            f"{operation} stopped by {name}: the lock was released and the state records every action"
-            " that finished; run it again to converge"
-        )
+        if held:
+            what = "the lock was released and the state records every action that finished"
+        else:
+            what = "it was waiting for the lock, which it never held; nothing was changed"
+        super().__init__(f"{operation} stopped by {name}: {what}; run it again to converge")
 
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
@@ -432,22 +572,28 @@ async def locked(
     on_renewal_failure: Callable[[LockInfo, Exception], None] = lambda lock, error: None,
 ) -> AsyncIterator[LockInfo]:
     """Hold the state lock, its lease renewed, for the block; released on any exit. SIGTERM or
-    SIGINT meanwhile cancels the block (what it wrote to the state stays) and raises StoppedBySignalError
-    once the lock is released."""
-    lock = await take_lock(backend, operation, lock_timeout)
-    keeper = asyncio.create_task(_keep_alive(backend, lock, on_renewal_failure))
+    SIGINT meanwhile — while waiting for the lock too — cancels the work (what it wrote to the
+    state stays) and raises StoppedBySignalError once the lock is released."""
     task = asyncio.current_task()
     assert task is not None
+    lock = new_lock(operation)
+    held = False
     with _stop_signals(task) as stopper:
         try:
-            yield lock
+            lock = await take_lock(backend, operation, lock_timeout, lock)
+            held = True
+            keeper = asyncio.create_task(_keep_alive(backend, lock, on_renewal_failure))
+            try:
+                yield lock
+            finally:
+                keeper.cancel()
         except asyncio.CancelledError:
             if stopper.signum is None:
                 raise
             task.uncancel()
-            raise StoppedBySignalError(operation, stopper.signum) from None
+            raise StoppedBySignalError(operation, stopper.signum, held=held) from None
         finally:
             stopper.armed = False
-            keeper.cancel()
+            # Not held: an attempt whose answer the signal cut off may still have taken it.
             with contextlib.suppress(Exception):  # an unreleased lock expires with its lease
                 await backend.unlock(lock.id)

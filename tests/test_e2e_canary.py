@@ -43,6 +43,8 @@ def test_a_canary_secret_never_leaks(make_tool: MakeTool, tmp_path: Path, state:
         tool.process("plan", "--log-format", "json"),
         # A password in the URL: sent as basic auth, never printed with the URL.
         tool("plan", "--json", "--url", tool.url.replace("://", f"://elastic:{CANARY}@")),
+        # The plan's header names the cluster by host and port only.
+        tool("plan", "--markdown", "--url", tool.url.replace("://", f"://elastic:{CANARY}@")),
     ]
     # A literal secret and a misspelt secret key: the errors must not print the value either.
     tool.write(
@@ -54,7 +56,7 @@ def test_a_canary_secret_never_leaks(make_tool: MakeTool, tmp_path: Path, state:
         CLAUDE.replace("api_key:", "apikey:").replace("inference_id: claude", "inference_id: typo"),
     )
     runs += [tool("validate"), tool("plan"), tool("apply", "--auto-approve")]
-    assert [r.code for r in runs] == [0] * 16 + [1, 1, 1], [str(r) for r in runs]
+    assert [r.code for r in runs] == [0] * 17 + [1, 1, 1], [str(r) for r in runs]
     for run in runs:
         assert CANARY not in run.stdout + run.stderr, run
     for path in tool.root.rglob("*"):
@@ -137,3 +139,96 @@ def test_a_canary_in_a_non_secret_field_never_leaks_after_apply(make_tool: MakeT
     assert '"model_id"' not in update, rotation
     imported = tool("import", "--all", "--out", str(tool.root / "imported"))
     _assert_no_field_canary(tool, [rotation, imported])
+
+
+# Items 2 and 5 of the trust boundaries (DESIGN §9): server text that echoes a value the run sent.
+# A model id that came from a reference: the emulator's 400 for an unknown model echoes it, and the
+# deployment of a known one fails with a reason that names it.
+ECHOED_CANARY = "canary-echoed-5e17b2"
+FAILING_CANARY = "canary-failing-9c04d7"
+
+
+def _deploying(inference_id: str, variable: str) -> str:
+    return (
+        f"inference_id: {inference_id}\ntask_type: text_embedding\nservice: elasticsearch\n"
+        f"service_settings: {{model_id: '${{{variable}}}', num_threads: 1, num_allocations: 1}}\n"
+    )
+
+
+def _runs_over_every_command(tool: Any, plan_file: Path, ids: list[str]) -> list[Any]:
+    """Every command, in both log formats where it logs (console in-process, JSON as a process)."""
+    runs = [
+        tool("validate"),
+        tool("plan"),
+        tool("plan", "--json"),
+        tool("plan", "--markdown"),
+        tool("plan", "--out", str(plan_file)),
+        tool("show", str(plan_file)),
+        tool("show", str(plan_file), "--json"),
+        tool.process("apply", str(plan_file), "--log-format", "json"),
+        tool("apply", "--auto-approve"),
+        tool.process("apply", "--auto-approve", "--log-format", "json"),
+        tool("drift", "--json"),
+        tool("status"),
+        tool("status", "--json"),
+        tool("state", "list"),
+        *(tool("state", "show", i) for i in ids),
+        tool("wait", *ids, "--timeout", "5s"),
+        tool.process("wait", *ids, "--timeout", "5s", "--log-format", "json"),
+        tool("import", "--all", "--out", str(tool.root / "imported")),
+    ]
+    return runs
+
+
+def test_a_canary_echoed_in_server_errors_and_wait_failures_never_leaks(make_tool: MakeTool) -> None:
+    # The PUT answers 408 at once and the deployment fails a second later: during the wait.
+    failing = ("--trained-model", FAILING_CANARY, "--fail-model", FAILING_CANARY, "--deploy-seconds", "2")
+    tool = make_tool(*failing, "--max-put-wait", "0.05", state="cluster")
+    # Signed: a saved plan with references in non-secret fields is applied only so (plancheck).
+    tool.env |= {"ECHOED": ECHOED_CANARY, "FAILING": FAILING_CANARY, "RECONCILER_PLAN_KEY": "k"}
+    tool.write("echoes.yaml", _deploying("echoes", "ECHOED"))
+    tool.write("fails.yaml", _deploying("fails", "FAILING"))
+    runs = _runs_over_every_command(tool, tool.root / "plan.json", ["fails"])
+    assert all(r.code in (0, 1) for r in runs), [str(r) for r in runs]  # each ran, none misused
+    assert [r.code for r in runs[:7]] == [0] * 7, [str(r) for r in runs[:7]]
+    applied = runs[7:10]
+    assert [r.code for r in applied] == [1, 1, 1], [str(r) for r in applied]
+    # The errors are shown (redacted), not lost: the unknown model's 400 and the failed deployment.
+    assert "model id does not match any models" in applied[0].stderr + applied[0].stdout, applied[0]
+    assert "Failed to load model [(sensitive)]" in applied[0].stderr + applied[0].stdout, applied[0]
+    assert "deployment fails failed" in applied[0].stderr + applied[0].stdout, applied[0]  # in the wait
+    for run in runs:
+        for canary in (ECHOED_CANARY, FAILING_CANARY):
+            assert canary not in run.stdout + run.stderr, run
+    for path in tool.root.rglob("*"):
+        for canary in (ECHOED_CANARY, FAILING_CANARY) if path.is_file() else ():
+            assert canary not in path.read_text(), path
+    assert FAILING_CANARY not in tool.es("GET", "/reconciler-state/_doc/state-default").text
+
+
+def test_a_tampered_plan_naming_a_canary_is_refused_without_showing_it(make_tool: MakeTool) -> None:
+    """Item 3: an edited plan file whose `secrets` point a non-secret field at a CI variable."""
+    import json
+
+    tool = make_tool()
+    tool.env["CI_TOKEN"] = FIELD_CANARY
+    tool.write("claude.yaml", CLAUDE)
+    plan_file = tool.root / "plan.json"
+    assert tool("plan", "--out", str(plan_file)).code == 0
+    data = json.loads(plan_file.read_text())
+    (change,) = data["changes"]
+    change["secrets"]["model_id"] = {"reference": "${CI_TOKEN}", "digest": "hmac-sha256:00"}
+    change["desired"]["service_settings"]["model_id"] = "${CI_TOKEN}"
+    change["requests"][0]["body"]["service_settings"]["model_id"] = "${CI_TOKEN}"
+    plan_file.write_text(json.dumps(data))
+    runs = [
+        tool("show", str(plan_file)),
+        tool("show", str(plan_file), "--json"),
+        tool("apply", str(plan_file)),
+        tool.process("apply", str(plan_file), "--log-format", "json"),
+    ]
+    assert [r.code for r in runs[2:]] == [1, 1], [str(r) for r in runs]
+    assert "model_id is not a secret field" in runs[2].stderr, runs[2]
+    _assert_no_field_canary(tool, runs)
+    assert FIELD_CANARY not in tool.es("GET", "/_inference").text
+    assert not tool.live_ids()

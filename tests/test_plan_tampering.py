@@ -652,3 +652,47 @@ async def test_a_signed_plan_or_a_state_that_holds_it_lets_such_a_reference_thro
     project.transport.sent.clear()
     await project.applied(await project.save())
     assert [p for _, p, _, _ in project.transport.sent] == ["/_inference/completion/a/_update"]
+
+
+def _applied_a_and_hand_made(make_tool: MakeTool) -> Tool:
+    """`a` applied; `hand` created in the cluster by hand, then given a manifest (never applied)."""
+    tool = make_tool()
+    tool.write("a.yaml", anthropic("a"))
+    assert tool("apply", "--auto-approve").code == 0
+    body = {
+        "service": "anthropic",
+        "service_settings": {"api_key": "x", "model_id": "claude-3-5-sonnet-20240620"},
+        "task_settings": {"max_tokens": 64},
+    }
+    assert tool.es("PUT", "/_inference/completion/hand", json=body).status_code == 200
+    tool.write("hand.yaml", anthropic("hand"))
+    return tool
+
+
+def test_cli_a_destroy_plan_never_deletes_an_endpoint_only_the_manifests_name(make_tool: MakeTool) -> None:
+    """`hand` exists in the cluster and has a manifest, but was never applied: the state does not
+    manage it, and a destroy plan gives it no desired body. A saved `plan --destroy` that deletes
+    it (the planner makes that delete today) is refused whole at apply: nothing is touched."""
+    tool = _applied_a_and_hand_made(make_tool)
+    planfile = tool.root / "destroy.json"
+    assert tool("plan", "--destroy", "--out", str(planfile)).code == 0
+    data = json.loads(planfile.read_text())
+    if not any(c["inference_id"] == "hand" for c in data["changes"]):  # a planner that leaves it out
+        live = fingerprint(tool.es("GET", "/_inference/hand").json()["endpoints"][0])
+        change = json.loads(json.dumps(entry(data, "a")))
+        change.update(inference_id="hand", fingerprint=live, reason="destroy", reasons=["destroy"])
+        as_delete(change)
+        data["changes"].append(change)
+        planfile.write_text(json.dumps(data))
+    assert entry(json.loads(planfile.read_text()), "hand")["action"] == "delete"
+    refused = _refused_by_the_cli(tool, planfile)
+    assert "hand: a delete of an endpoint that is neither in the state nor given a desired body" in refused
+    assert tool.live_ids() == {"a", "hand"}
+
+
+def test_cli_apply_destroy_leaves_an_endpoint_only_the_manifests_name(make_tool: MakeTool) -> None:
+    """The planner side of the rule above: `apply --destroy` deletes what the state manages and
+    never a live endpoint that a manifest names but this workspace never applied."""
+    tool = _applied_a_and_hand_made(make_tool)
+    assert tool("apply", "--destroy", "--auto-approve").code == 0
+    assert tool.live_ids() == {"hand"}

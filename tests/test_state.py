@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import time
 from collections.abc import AsyncIterator, Callable
@@ -12,14 +13,21 @@ from typing import Any
 import httpx
 import pytest
 
+from reconciler.applier import StateWriter
 from reconciler.client import Connection, Elasticsearch
 from reconciler.emulator import Emulator, EmulatorConfig
 from reconciler.state import (
+    DONE,
+    DROPPED,
+    FORGOTTEN,
+    INTENT,
     EndpointRecord,
+    Entry,
     LockHeldError,
     State,
     StateConflictError,
     StateError,
+    replay,
 )
 from reconciler.storage import STATE_INDEX, Backend, ClusterBackend, FileBackend, backend_for, new_lock
 
@@ -205,3 +213,128 @@ async def test_a_renewal_whose_answer_is_lost_is_settled_by_reading_the_lock_bac
         with pytest.raises(StateError, match="is no longer held"):
             await backend.renew(renewed)
         assert await backend.current_lock() == other
+
+
+# -- the journal: intents, done, forgotten, dropped ---------------------------------------------
+
+
+def _entries() -> list[Entry]:
+    return [
+        Entry(INTENT, "a", "put", dataclasses.replace(RECORD, applied={})),
+        Entry(DONE, "a", record=RECORD),
+        Entry(INTENT, "b", "put", RECORD),
+        Entry(INTENT, "gone", "delete"),
+        Entry(FORGOTTEN, "gone"),
+    ]
+
+
+async def test_appended_entries_are_replayed_and_a_stale_append_is_refused(
+    make_backend: Callable[[str], Backend],
+) -> None:
+    backend = make_backend("default")
+    base = State.new("default").with_endpoint("gone", RECORD).bumped()
+    token = await backend.write(base, None)
+    after = replay(base, _entries(), base.serial + 1)
+    moved = await backend.append(_entries(), after, token)
+    read = await backend.read()
+    assert read.state == after
+    assert read.state is not None
+    assert set(read.state.endpoints) == {"a"}
+    assert set(read.state.intents) == {"b"}  # pending: neither done nor dropped
+    assert read.token == moved
+    dropped = replay(after, [Entry(DROPPED, "b")], after.serial + 1)
+    await backend.append([Entry(DROPPED, "b")], dropped, read.token)
+    with pytest.raises(StateConflictError):  # appended by someone else since `token`
+        await backend.append([Entry(DONE, "c", record=RECORD)], dropped, read.token)
+    again = await backend.read()
+    assert again.state == dropped
+    # A whole write (a snapshot) folds the journal in; reading it back gives the same state.
+    folded = dataclasses.replace(dropped, serial=dropped.serial + 1)
+    await backend.write(folded, again.token)
+    assert (await backend.read()).state == folded
+
+
+async def test_a_snapshot_deletes_the_journal_it_replaces() -> None:
+    emulator = Emulator(EmulatorConfig())
+    async with Elasticsearch(
+        Connection(urls=("http://es",)), transport=httpx.ASGITransport(app=emulator)
+    ) as es:
+        backend = ClusterBackend(es, "default")
+        state = State.new("default").bumped()
+        token = await backend.write(state, None)
+        for n in range(3):
+            state = replay(state, [Entry(DONE, f"e{n}", record=RECORD)], state.serial + 1)
+            token = await backend.append([Entry(DONE, f"e{n}", record=RECORD)], state, token)
+        docs = emulator.cluster.indices[STATE_INDEX].docs
+        assert len([d for d in docs if d.startswith("journal-default-")]) == 3
+        read = await backend.read()
+        assert read.state == state
+        await backend.write(dataclasses.replace(state, serial=state.serial + 1), read.token)
+        assert not [d for d in docs if d.startswith("journal-")]
+        assert (await backend.read()).state == dataclasses.replace(state, serial=state.serial + 1)
+
+
+# A state as this tool wrote it before journals and intents existed (format_version 1).
+OLD_STATE = {
+    "format_version": 1,
+    "lineage": "5b0b1f0e-2a1c-4d3e-9f00-0123456789ab",
+    "serial": 7,
+    "workspace": "default",
+    "salt": "00112233445566778899aabbccddeeff",
+    "endpoints": {"claude": RECORD.to_json()},
+}
+
+
+async def test_a_state_written_before_journals_still_loads_and_takes_appends(
+    make_backend: Callable[[str], Backend], tmp_path: Path
+) -> None:
+    backend = make_backend("default")
+    if isinstance(backend, ClusterBackend):
+        await backend.es.ensure_index(STATE_INDEX, {})
+        await backend.es.put_document(
+            STATE_INDEX, "state-default", {"kind": "state", "body": OLD_STATE}, expect=None, create=True
+        )
+    else:
+        (tmp_path / "state.json").write_text(json.dumps(OLD_STATE))
+    read = await backend.read()
+    assert read.state is not None
+    assert (read.state.serial, dict(read.state.endpoints), dict(read.state.intents)) == (
+        7,
+        {"claude": RECORD},
+        {},
+    )
+    after = replay(read.state, [Entry(FORGOTTEN, "claude")], 8)
+    await backend.append([Entry(FORGOTTEN, "claude")], after, read.token)
+    assert (await backend.read()).state == after
+
+
+class _CountingTransport(httpx.AsyncBaseTransport):
+    """The in-process emulator, counting the bytes of each request body sent to the state index."""
+
+    def __init__(self, emulator: Emulator) -> None:
+        self.inner = httpx.ASGITransport(app=emulator)
+        self.sent: list[int] = []
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if request.url.path.startswith(f"/{STATE_INDEX}/") and request.method in ("PUT", "POST"):
+            self.sent.append(len(request.content))
+        return await self.inner.handle_async_request(request)
+
+
+@pytest.mark.parametrize("size", [10, 1000])
+async def test_recording_an_action_costs_the_same_bytes_however_big_the_state(size: int) -> None:
+    emulator = Emulator(EmulatorConfig())
+    transport = _CountingTransport(emulator)
+    async with Elasticsearch(Connection(urls=("http://es",)), transport=transport) as es:
+        backend = ClusterBackend(es, "default")
+        big = State.new("default")
+        big = dataclasses.replace(big, endpoints={f"e{i}": RECORD for i in range(size)})
+        token = await backend.write(big, None)
+        writer = StateWriter(backend, big, token)
+        transport.sent.clear()
+        await writer.intend("new", "put", dataclasses.replace(RECORD, applied={}))
+        await writer.put("new", RECORD)
+        assert len(transport.sent) == 2
+        assert max(transport.sent) < 2 * len(RECORD.json_text) + 400  # one entry each, not the state
+        await writer.close()  # folded into a snapshot once, at the end
+        assert (await backend.read()).state == writer.state(writer.base.serial)
