@@ -9,23 +9,18 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import inspect
 import os
 import sys
-import types
-import typing
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
 import typer
-from typer._click.core import Context  # typer's own copy of click, whose errors it raises
-from typer._click.exceptions import UsageError
-from typer.core import TyperGroup
 
-from reconciler import __version__
+from reconciler import __version__, cli_envs
 from reconciler import options as cli_options
+from reconciler.cli_base import Commands, table, with_options
 
 if TYPE_CHECKING:
     from reconciler.client import Elasticsearch
@@ -37,35 +32,12 @@ if TYPE_CHECKING:
     from reconciler.workflows import Confirm, Target
 
 
-class _Commands(TyperGroup):
-    """The commands; a usage error (a mistyped flag) exits 1, never click's 2: 2 means changes."""
-
-    def make_context(
-        self, info_name: str | None, args: list[str], parent: Context | None = None, **extra: Any
-    ) -> Context:
-        with _usage_exits_1():
-            return super().make_context(info_name, args, parent, **extra)
-
-    def invoke(self, ctx: Context) -> Any:
-        with _usage_exits_1():
-            return super().invoke(ctx)
-
-
-@contextlib.contextmanager
-def _usage_exits_1() -> Iterator[None]:
-    try:
-        yield
-    except UsageError as error:
-        error.exit_code = 1
-        raise
-
-
 app = typer.Typer(
     name="reconciler",
-    cls=_Commands,
+    cls=Commands,
     help="Keep the inference endpoints of an Elasticsearch cluster equal to a folder of YAML manifests.",
     no_args_is_help=True,
-    add_completion=False,
+    context_settings={"help_option_names": ["-h", "--help"]},  # completion stays on: typer loads it anyway
     pretty_exceptions_enable=False,
     rich_markup_mode=None,  # plain click help: importing rich's help formatting costs more than the rest
 )
@@ -88,65 +60,22 @@ def _main(
     _LOGGING["format"] = "console"  # until a command's --log-format says otherwise
 
 
-# -- options declared as tables ----------------------------------------------------------------
+# -- options declared as tables (made typer options by reconciler.cli_base) ----------------------
 
-F = TypeVar("F", bound=Callable[..., Any])
 T = TypeVar("T")
-Table = dict[str, tuple[Any, Any]]  # parameter name: (annotation, default)
 
 
-def _option(default: Any, help: str, *flags: str, kind: Any = None, **extra: Any) -> tuple[Any, Any]:
-    """A row of an options table: the annotation typer reads (the default's type unless given)."""
-    return Annotated[kind or type(default), typer.Option(*flags, help=help, **extra)], default
-
-
-def _table(rows: Mapping[str, cli_options.Row]) -> Table:
-    """An options table from the rows `reconciler.options` declares."""
-    return {
-        name: _option(row.default, row.help, *row.flags, kind=row.kind, **row.extra)
-        for name, row in rows.items()
-    }
-
-
-def _with_options(table: Table, name: str, pack: Callable[[dict[str, Any]], Any]) -> Callable[[F], F]:
-    """Give a command the options of `table`; it receives them packed into its parameter `name`."""
-
-    def decorate(func: F) -> F:
-        signature = inspect.signature(func)
-        own = [p for n, p in signature.parameters.items() if n != name]
-        # Only the command's own annotations are evaluated: the packed one may be a type-checking name.
-        shown = types.SimpleNamespace(__annotations__={p.name: func.__annotations__[p.name] for p in own})
-        module = typing.cast(types.FunctionType, func).__globals__
-        hints = typing.get_type_hints(shown, globalns=module, include_extras=True)
-        own = [p.replace(annotation=hints[p.name]) for p in own]
-        extra = [
-            inspect.Parameter(option, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation)
-            for option, (annotation, default) in table.items()
-        ]
-
-        @functools.wraps(func)
-        def wrapper(**kwargs: Any) -> Any:
-            packed = pack({option: kwargs.pop(option) for option in table})
-            return func(**{name: packed}, **kwargs)
-
-        wrapper.__signature__ = signature.replace(parameters=[*own, *extra])  # type: ignore[attr-defined]
-        wrapper.__annotations__ = {p.name: p.annotation for p in [*own, *extra]}
-        return wrapper  # type: ignore[return-value]
-
-    return decorate
-
-
-_EMULATOR = _table(cli_options.EMULATOR)
+_EMULATOR = table(cli_options.EMULATOR)
 
 
 @app.command()
-@_with_options(_EMULATOR, "options", dict)
+@with_options(_EMULATOR, "options", dict)
 def emulator(options: dict[str, Any]) -> None:
     """Serve an emulated Elasticsearch cluster (the inference, trained-model, ingest and document APIs)."""
+    _checked(cli_options.check_emulator, options)  # first: it refuses an install without [emulator]
     from reconciler.emulator import EmulatorConfig, serve
     from reconciler.emulator.server import ListenError
 
-    _checked(cli_options.check_emulator, options)
     host, port = options.pop("host"), options.pop("port")
     options["fail_models"] = tuple(options["fail_models"] or ())
     specs = (spec.partition(":") for spec in options["trained_models"] or ())
@@ -163,21 +92,34 @@ def emulator(options: dict[str, Any]) -> None:
 
 
 ManifestsOption = Annotated[
-    Path, typer.Option("--manifests", envvar="RECONCILER_MANIFESTS", help="The manifests, read recursively.")
+    Path,
+    typer.Option(
+        "--manifests", envvar="RECONCILER_MANIFESTS", metavar="DIR", help="The manifests, read recursively."
+    ),
 ]
 VersionOption = Annotated[
     str,
-    typer.Option("--es-version", help="Elasticsearch version to validate for: 8.19, 9.0 to 9.5 (default)."),
+    typer.Option(
+        "--es-version",
+        metavar="VERSION",
+        help="Elasticsearch version to validate for: 8.16 to 8.19, 9.0 to 9.5 (default).",
+    ),
 ]
+Offline = Annotated[bool, typer.Option("--offline", help="Resolve no reference, check only its syntax.")]
 
 
 @app.command()
-def validate(manifests: ManifestsOption = Path("manifests"), es_version: VersionOption = "9.5") -> None:
-    """Check the manifests offline, reporting every error as file:line: field.path: message."""
+@cli_envs.extended
+def validate(
+    manifests: ManifestsOption = Path("manifests"),
+    es_version: VersionOption = "9.5",
+    offline: Offline = False,
+) -> None:
+    """Check the manifests without a cluster, reporting every error as file:line: field.path: message."""
     from reconciler import display, workflows
 
     try:
-        report = workflows.validate(manifests, es_version, os.environ)
+        report = workflows.validate(manifests, es_version, os.environ, offline=offline)
     except ValueError as error:
         raise typer.BadParameter(str(error), param_hint="--es-version") from None
     _tell(display.validate_messages(report))
@@ -186,6 +128,7 @@ def validate(manifests: ManifestsOption = Path("manifests"), es_version: Version
 
 
 @app.command()
+@cli_envs.extended
 def schema() -> None:
     """Print the JSON Schema of the manifest format, for editors (yaml-language-server)."""
     import json
@@ -206,7 +149,7 @@ class Common:
     color: bool
 
 
-_COMMON = _table(cli_options.COMMON)
+_COMMON = table(cli_options.COMMON)
 
 
 def _common(values: dict[str, Any]) -> Common:
@@ -221,15 +164,16 @@ def _common(values: dict[str, Any]) -> Common:
     configure_logging(log_format)
     workspace = _checked(cli_options.workspace, values.pop("workspace"))
     state = _checked(cli_options.state, values.pop("state"), workspace)
-    connection = _checked(Connection.from_urls, values.pop("url"), **values)
-    return Common(Target(connection, state, workspace), not no_color and sys.stdout.isatty())
+    connection = _checked(Connection.from_options, **values)
+    colour = cli_options.color(no_color, os.environ, sys.stdout.isatty())
+    return Common(Target(connection, state, workspace), colour)
 
 
-cluster_command = _with_options(_COMMON, "common", _common)
+cluster_command = with_options(_COMMON, "common", cli_envs.environment_first(_common))
 """Give a command the shared options; it receives them as `common: Common`."""
 
 
-_PLANNING = _table(cli_options.PLANNING)
+_PLANNING = table(cli_options.PLANNING)
 
 
 def _planning(values: dict[str, Any]) -> Planning:
@@ -238,10 +182,10 @@ def _planning(values: dict[str, Any]) -> Planning:
 
     targets, replaced = frozenset(values["target"] or ()), frozenset(values["replace"] or ())
     options = Options(targets, replaced, values["refresh_only"], values["destroy"])
-    return Planning(options, values["allow_referenced"])
+    return Planning(options, values["allow_referenced"], values["allow_takeover"])
 
 
-planning_options = _with_options(_PLANNING, "planning", _planning)
+planning_options = with_options(_PLANNING, "planning", _planning)
 
 
 # -- output, and running a workflow -----------------------------------------------------------
@@ -272,7 +216,7 @@ def _reporter(common: Common) -> contextlib.closing[Reporter]:
     """Progress of actions and waits, closed after the run: a live table on a terminal, else log lines."""
     from reconciler.progress import reporter
 
-    return contextlib.closing(reporter(sys.stderr.isatty(), common.color))
+    return contextlib.closing(_checked(reporter, sys.stderr.isatty(), common.color))
 
 
 def _refuse(error: object) -> NoReturn:
@@ -315,15 +259,21 @@ def _run(common: Common, work: Callable[[Elasticsearch, Backend], Awaitable[T]],
 
 AsJson = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 AsMarkdown = Annotated[bool, typer.Option("--markdown", help="Print Markdown (pull requests).")]
-NoColor = Annotated[bool, typer.Option("--no-color", envvar="NO_COLOR", help="No colours in the output.")]
-PlanOut = Annotated[Path | None, typer.Option("--out", help="Also write the plan (JSON) here, for apply.")]
+NoColor = Annotated[bool, typer.Option("--no-color", help=cli_options.NO_COLOR_HELP)]
+PlanOut = Annotated[
+    Path | None, typer.Option("--out", metavar="FILE", help="Also write the plan (JSON) here, for apply.")
+]
 Detailed = Annotated[bool, typer.Option("--detailed-exitcode", help="Exit 2 on changes, 0 on none.")]
 Known = Annotated[
-    Path | None, typer.Option("--known", help="A previous drift --json output: its findings count as known.")
+    Path | None,
+    typer.Option(
+        "--known", metavar="FILE", help="A previous drift --json output: its findings count as known."
+    ),
 ]
 
 
 @app.command()
+@cli_envs.extended
 @cluster_command
 @planning_options
 def plan(
@@ -341,7 +291,8 @@ def plan(
     view = _view(common.color, as_json, as_markdown)
     if out is not None:
         _checked(cli_options.writable, out, "--out")
-    request = workflows.PlanRequest(manifests, planning, detailed_exitcode)
+    at = common.target  # the manifests and the workspace it plans for
+    request = workflows.PlanRequest(at.manifests(manifests), planning, detailed_exitcode, at.workspace)
     report = _run(common, lambda es, backend: workflows.plan(es, backend, request, env=os.environ))
     _tell(display.validation_messages(report.validation))
     if report.plan is None:
@@ -362,13 +313,14 @@ def show(
     """Print a saved plan."""
     from reconciler.workflows import load_plan
 
-    view = _view(not no_color and sys.stdout.isatty(), as_json)
+    view = _view(cli_options.color(no_color, os.environ, sys.stdout.isatty()), as_json)
     with _stopped():
         saved = load_plan(planfile)
     typer.echo(view.plan(saved), nl=False)
 
 
 @app.command()
+@cli_envs.extended
 @cluster_command
 def drift(
     common: Common, as_json: AsJson = False, as_markdown: AsMarkdown = False, known_file: Known = None
@@ -391,10 +343,10 @@ def drift(
 
 # -- apply and the runbook commands ----------------------------------------------------------
 
-Duration = Annotated[str | None, typer.Option(help="A duration such as 90s, 15m or 1h.")]
+Duration = Annotated[str | None, typer.Option(metavar="DURATION", help="A duration such as 90s, 15m or 1h.")]
 SavedPlan = Annotated[Path | None, typer.Argument(help="A plan saved with plan --out: apply exactly that.")]
 AutoApprove = Annotated[bool, typer.Option("--auto-approve", help="Do not ask for confirmation.")]
-Parallelism = Annotated[int, typer.Option(min=1, help="Endpoints changed at once.")]
+Parallelism = Annotated[int, typer.Option(min=1, metavar="N", help="Endpoints changed at once.")]
 NoWait = Annotated[bool, typer.Option("--no-wait", help="Do not wait for trained-model deployments.")]
 # Tests and the demo poll deployments more often than a person needs to.
 PollInterval = Annotated[
@@ -467,7 +419,7 @@ def apply(
     options = ApplyOptions(parallelism, not no_wait, waiting, poll_interval)
     lock_waiting = _seconds(lock_timeout, "--lock-timeout", 0.0)
     request = workflows.ApplyRequest(
-        manifests, planfile, planning, options, lock_waiting, common.target.workspace
+        common.target.manifests(manifests), planfile, planning, options, lock_waiting, common.target.workspace
     )
     review = _reviewer(view, auto_approve)
     with _reporter(common) as reporter:
@@ -505,7 +457,7 @@ def wait(common: Common, ids: WaitIds, timeout: Duration = None, poll_interval: 
         work = functools.partial(
             workflows.wait, ids=ids, seconds=seconds, reporter=reporter, poll_interval=poll_interval
         )
-        report = _run(common, lambda es, _: work(es))
+        report = _run(common, lambda es, backend: work(es, backend=backend))
     _tell(display.wait_failures(report))
     typer.echo(display.HumanView().waited(report), nl=False)
     raise typer.Exit(report.exit_code)
@@ -513,7 +465,9 @@ def wait(common: Common, ids: WaitIds, timeout: Duration = None, poll_interval: 
 
 ImportIds = Annotated[list[str] | None, typer.Argument(help="Live endpoints to import.", metavar="[ID...]")]
 ImportAll = Annotated[bool, typer.Option("--all", help="Import every live endpoint not preconfigured.")]
-ImportOut = Annotated[Path | None, typer.Option("--out", help="Where to write them (default: --manifests).")]
+ImportOut = Annotated[
+    Path | None, typer.Option("--out", metavar="DIR", help="Where to write them (default: --manifests).")
+]
 
 
 @app.command(name="import")
@@ -524,23 +478,22 @@ def import_(
     import_all: ImportAll = False,
     out: ImportOut = None,
     manifests: ManifestsOption = Path("manifests"),
-    lock_timeout: Duration = None,
 ) -> None:
-    """Write a manifest per live endpoint (secrets as references to fill in) and adopt them into the state."""
+    """Write a manifest per live endpoint (secrets as references); no state: plan shows them as adopt."""
     from reconciler import display, workflows
 
     if bool(ids) == import_all:
         raise typer.BadParameter("give endpoint ids or --all")
-    waiting = _seconds(lock_timeout, "--lock-timeout", 0.0)
-    request = workflows.ImportRequest(
-        tuple(ids or ()), out or manifests, import_all, waiting, common.target.workspace
-    )
+    request = workflows.ImportRequest(tuple(ids or ()), out or manifests, import_all)
     report = _run(common, lambda es, backend: workflows.import_endpoints(es, backend, request))
     typer.echo(display.HumanView().imported(report), nl=False)
 
 
-state_app = typer.Typer(help="Inspect and repair the state.", no_args_is_help=True, rich_markup_mode=None)
+state_app = typer.Typer(
+    cls=Commands, help="Inspect and repair the state.", no_args_is_help=True, rich_markup_mode=None
+)
 app.add_typer(state_app, name="state")
+cli_envs.register(app)
 EndpointId = Annotated[str, typer.Argument(metavar="ID")]
 
 

@@ -21,32 +21,29 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import socket
 import ssl
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+import urllib.request
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
 
 import httpx
 
-from reconciler.connection import DEFAULT_URL, Connection, Redactor
+from reconciler.connection import (
+    DEFAULT_URL,
+    Connection,
+    Redactor,
+    environment_proxy,
+    proxy_secrets,
+)
 from reconciler.sensitive import Secret
 
 __all__ = [
-    "DEFAULT_URL",
-    "REASON_LIMIT",
-    "TRANSIENT_STATUSES",
-    "ApiError",
-    "Connection",
-    "Elasticsearch",
-    "ElasticsearchError",
-    "RawJson",
-    "Redactor",
-    "Response",
-    "RetryPolicy",
-    "TransientApiError",
-    "TransportError",
-]
+    "DEFAULT_URL", "REASON_LIMIT", "TRANSIENT_STATUSES", "ApiError", "Connection", "Elasticsearch",
+    "ElasticsearchError", "RawJson", "Redactor", "Response", "RetryPolicy", "TransientApiError", "TransportError",
+]  # fmt: skip
 
 REASON_LIMIT = 300
 TRANSIENT_STATUSES = frozenset({429, 502, 503, 504})
@@ -141,23 +138,51 @@ class Elasticsearch:
         self.requests = 0  # HTTP requests sent, retries included (for logs and benchmarks)
         self._headers = connection.headers()
         self._timeout = httpx.Timeout(connection.timeout).as_dict()
+        self._answered = False  # until the cluster first answers, an unreachable one fails at once
         # Requests go straight to transports: the client layer (redirects, cookies, auth flows)
         # costs a third of each request and the tool needs none of it. And httpcore's pool checks
         # every connection whenever a request starts or ends, so several small pools keep that
-        # cost flat as parallelism grows.
-        per_pool = 4
+        # cost flat as parallelism grows. Pools are by proxy (HTTPS_PROXY, HTTP_PROXY, NO_PROXY).
+        self._pool_count = max(1, -(-max_connections // 4))
+        found = urllib.request.getproxies_environment()
+        self._proxies = {url: environment_proxy(url, found) for url in connection.urls}
+        self.redact.add(proxy_secrets(self._proxies.values()))
+        self._pools: dict[str | None, list[httpx.AsyncBaseTransport]] = {}
         if transport is not None:
-            self._pools: list[httpx.AsyncBaseTransport] = [transport]
-        else:
-            verify = _tls(connection)
-            self._pools = [
-                httpx.AsyncHTTPTransport(
-                    verify=verify,
-                    limits=httpx.Limits(max_connections=per_pool, max_keepalive_connections=per_pool),
-                )
-                for _ in range(max(1, -(-max_connections // per_pool)))
-            ]
+            self._pools = {proxy: [transport] for proxy in self._proxies.values()}
+        # With --ca-fingerprint the TLS context is known only once the pinned certificate is seen.
+        self._verify = None if connection.ca_fingerprint else _tls(connection)
+        self._opening = asyncio.Lock()
+        if self._verify is not None:
+            for proxy in set(self._proxies.values()):
+                self._pools[proxy] = self._pools.get(proxy) or self._new_pools(proxy, self._verify)
         self._next_pool = 0
+
+    def _new_pools(self, proxy: str | None, verify: ssl.SSLContext | bool) -> list[httpx.AsyncBaseTransport]:
+        limits = httpx.Limits(max_connections=4, max_keepalive_connections=4)
+        return [
+            httpx.AsyncHTTPTransport(verify=verify, limits=limits, proxy=proxy)
+            for _ in range(self._pool_count)
+        ]
+
+    async def _pool(self, base: str) -> httpx.AsyncBaseTransport:
+        proxy = self._proxies[base]
+        pools = self._pools.get(proxy)
+        if pools is None:
+            async with self._opening:
+                if self._verify is None:
+                    anchor = await pinned_certificate(self.connection, base, proxy)
+                    self._verify = self.connection.pinned(anchor)
+                pools = self._pools.get(proxy) or self._pools.setdefault(
+                    proxy, self._new_pools(proxy, self._verify)
+                )
+        self._next_pool = (self._next_pool + 1) % len(pools)
+        return pools[self._next_pool]
+
+    def _wants_client_cert(self, base: str) -> bool:
+        """An https server that drops the first connection has likely refused the absent client
+        certificate (its alert lost as it closed): no retry will help."""
+        return not self._answered and base.startswith("https:") and not self.connection.client_cert
 
     @property
     def url(self) -> str:
@@ -177,11 +202,12 @@ class Elasticsearch:
         raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
     async def close(self) -> None:
-        for pool in self._pools:
-            await pool.aclose()
+        for pools in self._pools.values():
+            for pool in pools:
+                await pool.aclose()
 
     async def _exchange(
-        self, method: str, url: str, params: Mapping[str, str] | None, body: Any
+        self, method: str, base: str, path: str, params: Mapping[str, str] | None, body: Any
     ) -> httpx.Response:
         text = body if body is None or isinstance(body, RawJson) else json.dumps(body, default=self._reveal)
         content = text.encode() if text is not None else b""
@@ -190,14 +216,13 @@ class Elasticsearch:
             headers["Content-Type"] = "application/json"
         request = httpx.Request(
             method,
-            url,
+            base + path,
             params=params,
             headers=headers,
             content=content,
             extensions={"timeout": self._timeout},
         )
-        pool = self._pools[self._next_pool]
-        self._next_pool = (self._next_pool + 1) % len(self._pools)
+        pool = await self._pool(base)
         response = await pool.handle_async_request(request)
         try:
             await response.aread()
@@ -254,22 +279,34 @@ class Elasticsearch:
         last: TransportError | None = None
         for _ in self.connection.urls:
             self.requests += 1
+            base = self.url
             try:
-                response = await self._exchange(method, self.url + path, params, body)
-            except httpx.ConnectError as error:
+                response = await self._exchange(method, base, path, params, body)
+            except (httpx.ConnectError, httpx.ConnectTimeout) as error:
                 if _tls_refused(error):  # the same certificate on the next try: no retry will help
-                    raise self._broken(method, path, f"TLS failed with {self.url}: {error}") from None
-                # Never reached the server: try the next URL (ELASTICSEARCH_ENDPOINTS).
-                last = self._broken(method, path, f"cannot connect to {self.url}: {error}", False)
+                    raise self._broken(method, path, f"TLS failed with {base}: {error}") from None
+                # Never reached the server: try the next URL (ELASTICSEARCH_ENDPOINTS). Before the
+                # cluster ever answered, it is a wrong address (or name) rather than a blip: no retry.
+                last = self._broken(
+                    method, path, _unreachable(base, error), None if not self._answered else False
+                )
                 self._url_index = (self._url_index + 1) % len(self.connection.urls)
                 continue
             except httpx.UnsupportedProtocol as error:
-                raise self._broken(method, path, f"{self.url}: {error}") from None
+                raise self._broken(method, path, f"{base}: {error}") from None
+            except httpx.ProxyError as error:
+                raise self._broken(method, path, f"the proxy refused {base}: {error}") from None
             except httpx.TimeoutException as error:
-                reason = f"timed out: {type(error).__name__}"
+                reason = f"timed out: {type(error).__name__} (--request-timeout {self.connection.timeout:g}s)"
                 raise self._broken(method, path, reason, not idempotent) from None
-            except httpx.TransportError as error:
+            except (httpx.TransportError, ssl.SSLError) as error:  # anyio lets a TLS alert through as it is
+                if _tls_refused(error) or self._wants_client_cert(base):
+                    reason = self.redact(_broke(base, error, self._wants_client_cert(base)))
+                    raise TransportError(
+                        method, path, reason, maybe_applied=not idempotent, permanent=True
+                    ) from None
                 raise self._broken(method, path, f"connection broke: {error}", not idempotent) from None
+            self._answered = True
             return _answer(method, path, response, ok, self.redact)
         assert last is not None
         raise last
@@ -434,7 +471,28 @@ def _tls(connection: Connection) -> ssl.SSLContext | bool:
         return verify
     if not any(url.startswith("https:") for url in connection.urls):
         return False
-    return httpx.create_ssl_context()
+    return connection.load_client_cert(httpx.create_ssl_context())
+
+
+async def pinned_certificate(connection: Connection, base: str, proxy: str | None) -> bytes:
+    """The certificate among those the server at `base` sends (its own, or one of its chain's) whose
+    SHA-256 is --ca-fingerprint: read in a handshake of its own, over which nothing is sent; the
+    client then verifies every connection against it (`Connection.pinned`)."""
+    context = connection.probe_context()  # which records the certificates as `chain_seen`
+    probe = httpx.AsyncHTTPTransport(verify=context, proxy=proxy)
+    try:
+        timeout = {"timeout": httpx.Timeout(connection.timeout).as_dict()}
+        await probe.handle_async_request(httpx.Request("GET", base + "/", extensions=timeout))
+    except httpx.ConnectError:
+        if not hasattr(context, "chain_seen"):
+            raise  # unreachable, or TLS refused: the caller says which
+    finally:
+        await probe.aclose()
+    try:
+        return connection.pinned_among(getattr(context, "chain_seen", []))
+    except ValueError as error:
+        reason = f"TLS failed with {base}: {error}"
+        raise TransportError("GET", "/", reason, maybe_applied=False, permanent=True) from None
 
 
 def _id(value: str) -> str:
@@ -489,14 +547,36 @@ def _text(value: Any) -> str:
         return str(value)
 
 
-def _tls_refused(error: BaseException) -> bool:
-    """A connection refused by TLS (certificate verification, or a server that does not speak TLS)."""
+def _causes(error: BaseException) -> Iterator[BaseException]:
     seen: BaseException | None = error
     while seen is not None:
-        if isinstance(seen, ssl.SSLError):
-            return True
+        yield seen
         seen = seen.__cause__ or seen.__context__
-    return "CERTIFICATE_VERIFY_FAILED" in str(error)
+
+
+def _unreachable(base: str, error: BaseException) -> str:
+    """Why a URL could not be reached, in words: its host name does not resolve, or no answer."""
+    dns = next((cause for cause in _causes(error) if isinstance(cause, socket.gaierror)), None)
+    if dns is not None:
+        return f"cannot connect to {base}: the host name {httpx.URL(base).host} does not resolve (DNS: {dns.strerror})"
+    if isinstance(error, httpx.ConnectTimeout):
+        return f"cannot connect to {base}: no answer within the --request-timeout"
+    return f"cannot connect to {base}: {error or type(error).__name__}"
+
+
+def _broke(base: str, error: BaseException, wants_cert: bool) -> str:
+    """Why a connection broke, when no retry can help: TLS refused, or a client certificate wanted."""
+    root = next((cause for cause in _causes(error) if str(cause)), error)
+    if _tls_refused(error):
+        return f"TLS failed with {base}: {root}"
+    hint = "; if it requires a client certificate, give --client-cert" if wants_cert else ""
+    return f"{base} closed the connection before answering ({root or type(root).__name__}){hint}"
+
+
+def _tls_refused(error: BaseException) -> bool:
+    """A connection refused by TLS (certificate verification, or a server that does not speak TLS)."""
+    tls = any(isinstance(cause, ssl.SSLError) for cause in _causes(error))
+    return tls or "CERTIFICATE_VERIFY_FAILED" in str(error)
 
 
 def _answer(

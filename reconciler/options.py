@@ -7,6 +7,7 @@ as one `Error:` line and exits 1. Nothing here prints or reads a secret.
 
 from __future__ import annotations
 
+import importlib.util
 import math
 import re
 from collections.abc import Mapping
@@ -35,7 +36,7 @@ def option(default: Any, help: str, *flags: str, kind: Any = None, **extra: Any)
 EMULATOR: dict[str, Row] = {
     "host": option("127.0.0.1", "Address to listen on."),
     "port": option(9200, "Port to listen on (0 picks a free one)."),
-    "version": option("9.5.0", "Elasticsearch version to emulate: 8.19.x or 9.0.x to 9.5.x."),
+    "version": option("9.5.0", "Elasticsearch version to emulate: 8.16.x to 8.19.x, or 9.0.x to 9.5.x."),
     "latency_ms": option(0.0, "Latency added to every request, in milliseconds."),
     "fault_rate": option(0.0, "Share of requests answered 429 or 503 without being applied (0 to 1)."),
     "fault_seed": option(0, "Seed of the fault injection, for repeatable runs."),
@@ -49,8 +50,15 @@ EMULATOR: dict[str, Row] = {
     ),
     "ml_autoscaling": option(
         True,
-        "Pending allocations wait for capacity (as on Elastic Cloud); without it a start that "
-        "cannot be placed fails at once (429; 409 from 9.5).",
+        "The ML tier can scale (as on Elastic Cloud): a start that cannot be placed answers at once "
+        "with 0 allocations, which wait for capacity; without it such a start fails with 429.",
+    ),
+    "ml_scale_up_seconds": option(
+        None,
+        "With autoscaling: seconds until the ML tier has grown to place a waiting deployment "
+        "(default: never, it waits for freed capacity).",
+        kind=float | None,
+        metavar="NUMBER",
     ),
     "max_put_wait": option(
         30.0, "Seconds a PUT of an in-cluster endpoint waits at most before answering 408."
@@ -69,6 +77,7 @@ EMULATOR: dict[str, Row] = {
 
 
 _SECRET = {"kind": _STR, "show_default": False}
+NO_COLOR_HELP = "No colours in the output (also when NO_COLOR is set to anything)."
 COMMON: dict[str, Row] = {
     "url": option(
         None,
@@ -76,24 +85,100 @@ COMMON: dict[str, Row] = {
         envvar=["ELASTICSEARCH_URL", "ELASTICSEARCH_ENDPOINTS", "ES_URL"],
         show_envvar=True,
         kind=_STR,
+        metavar="URL",
+    ),
+    "cloud_id": option(
+        None,
+        "Elastic Cloud ID (NAME:BASE64, from the deployment's page), instead of --url.",
+        envvar=["ELASTIC_CLOUD_ID", "ES_CLOUD_ID"],
+        kind=_STR,
+        metavar="ID",
     ),
     "api_key": option(
-        None, "API key (Authorization: ApiKey).", envvar=["ELASTICSEARCH_API_KEY", "ES_API_KEY"], **_SECRET
+        None,
+        "API key: the encoded form, or ID:KEY (Authorization: ApiKey).",
+        envvar=["ELASTICSEARCH_API_KEY", "ES_API_KEY"],
+        metavar="KEY",
+        **_SECRET,
     ),
-    "username": option(None, "Basic auth user.", envvar="ELASTICSEARCH_USERNAME", kind=_STR),
-    "password": option(None, "Basic auth password.", envvar="ELASTICSEARCH_PASSWORD", **_SECRET),
-    "bearer_token": option(None, "Bearer token.", envvar="ELASTICSEARCH_BEARER_TOKEN", **_SECRET),
-    "ca_cert": option(None, "CA certificate (PEM) to trust.", envvar="ELASTICSEARCH_CA_CERT", kind=_STR),
-    "insecure": option(False, "Do not verify TLS certificates (warns).", envvar="ELASTICSEARCH_INSECURE"),
+    "username": option(
+        None, "Basic auth user.", envvar=["ELASTICSEARCH_USERNAME", "ES_USERNAME"], kind=_STR, metavar="USER"
+    ),
+    "password": option(
+        None,
+        "Basic auth password.",
+        envvar=["ELASTICSEARCH_PASSWORD", "ES_PASSWORD"],
+        metavar="PASSWORD",
+        **_SECRET,
+    ),
+    "bearer_token": option(
+        None, "Bearer token.", envvar="ELASTICSEARCH_BEARER_TOKEN", metavar="TOKEN", **_SECRET
+    ),
+    "ca_cert": option(
+        None, "CA certificate file (PEM) to trust.", envvar="ELASTICSEARCH_CA_CERT", kind=_STR, metavar="FILE"
+    ),
+    "ca_data": option(
+        None,
+        "CA certificate to trust, as PEM text.",
+        envvar="ELASTICSEARCH_CA_DATA",
+        kind=_STR,
+        metavar="PEM",
+    ),
+    "ca_fingerprint": option(
+        None,
+        "Trust the server whose certificate (or a CA of its chain) has this SHA-256 fingerprint.",
+        envvar="ELASTICSEARCH_CA_FINGERPRINT",
+        kind=_STR,
+        metavar="HEX",
+    ),
+    "client_cert": option(
+        None,
+        "Client certificate (PEM) for mutual TLS.",
+        envvar="ELASTICSEARCH_CLIENT_CERT",
+        kind=_STR,
+        metavar="FILE",
+    ),
+    "client_key": option(
+        None,
+        "Its private key (PEM, unencrypted), unless the certificate file holds it.",
+        envvar="ELASTICSEARCH_CLIENT_KEY",
+        kind=_STR,
+        metavar="FILE",
+    ),
+    "insecure": option(
+        False, "Do not verify TLS certificates (warns).", "--insecure", envvar="ELASTICSEARCH_INSECURE"
+    ),
+    "request_timeout": option(
+        None,
+        "Time each request may take (default 30s).",
+        envvar="ELASTICSEARCH_REQUEST_TIMEOUT",
+        kind=_STR,
+        metavar="DURATION",
+    ),
+    "header": option(
+        None, "Extra HTTP header sent with every request (repeatable).", kind=_MANY, metavar="'NAME: VALUE'"
+    ),
     "state": option("cluster", "Where the state lives: cluster, or file:PATH.", envvar="RECONCILER_STATE"),
     "workspace": option("default", "State workspace (one state each).", envvar="RECONCILER_WORKSPACE"),
+    # --env: the project file's environment replaces the connection, state and workspace options.
+    "env": option(
+        None,
+        "An environment of the project file (its connection, state, version, overlay).",
+        envvar="RECONCILER_ENV",
+        kind=_STR,
+    ),
+    "project": option(
+        Path("reconciler.yaml"), "The project file naming the environments.", envvar="RECONCILER_PROJECT"
+    ),
     "log_format": option("console", "Logs on stderr: console or json.", envvar="RECONCILER_LOG_FORMAT"),
-    "no_color": option(False, "No colours in the output.", "--no-color", envvar="NO_COLOR"),
+    "no_color": option(False, NO_COLOR_HELP, "--no-color"),
 }
 
 
 _WORKSPACE = re.compile(r"[A-Za-z0-9_.-]+")
 
+# The emulator's HTTP server: the `[emulator]` extra, left out of a lean production install.
+EMULATOR_SERVER = ("starlette", "uvicorn")
 # Emulator options: (lowest, highest) allowed, None for no bound.
 EMULATOR_RANGES: dict[str, tuple[float, float | None]] = {
     "port": (0, 65535),
@@ -104,6 +189,7 @@ EMULATOR_RANGES: dict[str, tuple[float, float | None]] = {
     "deploy_seconds": (0, None),
     "max_put_wait": (0, None),
     "ml_capacity": (0, None),
+    "ml_scale_up_seconds": (0, None),
 }
 
 
@@ -115,7 +201,16 @@ PLANNING: dict[str, Row] = {
     "allow_referenced": option(
         False, "Delete or replace endpoints in use (with force).", "--allow-referenced"
     ),
+    "allow_takeover": option(
+        False, "Act on endpoints another workspace's state manages.", "--allow-takeover"
+    ),
 }
+
+
+def color(no_color: bool, environ: Mapping[str, str], terminal: bool) -> bool:
+    """Colours on a terminal, unless --no-color or NO_COLOR holds any value (no-color.org): read
+    here, not as the flag's variable, which would refuse any value but a boolean's."""
+    return terminal and not no_color and not environ.get("NO_COLOR")
 
 
 class OptionError(ValueError):
@@ -155,7 +250,14 @@ def writable(path: Path, option: str) -> Path:
 
 
 def check_emulator(options: Mapping[str, Any]) -> None:
-    """The emulator's numeric options are within their ranges (rates are shares, 0 to 1)."""
+    """The emulator's server libraries are installed (the `[emulator]` extra), and its numeric
+    options are within their ranges (rates are shares, 0 to 1)."""
+    missing = [name for name in EMULATOR_SERVER if importlib.util.find_spec(name) is None]
+    if missing:
+        raise OptionError(
+            f"the emulator needs {' and '.join(missing)}, which this install lacks: "
+            "pip install 'es-inference-reconciler[emulator]'"
+        )
     for name, (low, high) in EMULATOR_RANGES.items():
         value = options.get(name)
         if value is None:

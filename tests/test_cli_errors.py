@@ -67,6 +67,17 @@ CASES = {
     "--ca-cert missing": (["status", "--ca-cert", "{root}/missing.pem"], ["--ca-cert", "No such file"]),
     "--ca-cert not a certificate": (["status", "--ca-cert", "{root}/not.pem"], ["--ca-cert", "not a PEM"]),
     "--ca-cert a folder": (["status", "--ca-cert", "{root}/a-folder"], ["--ca-cert"]),
+    "--cloud-id not base64": (["status", "--url", "", "--cloud-id", "n:%%%"], ["--cloud-id", "not an Elastic Cloud ID"]),
+    "--cloud-id beside --url": (["status", "--cloud-id", "n:aC5leGFtcGxlJHU="], ["--url or --cloud-id, not both"]),
+    "--api-key ID: without KEY": (["status", "--api-key", "an-id:"], ["--api-key", "both parts"]),
+    "--ca-data not PEM": (["status", "--ca-data", "nothing"], ["--ca-data", "not PEM"]),
+    "--ca-fingerprint not SHA-256": (["status", "--url", "https://x", "--ca-fingerprint", "ab:cd"], ["--ca-fingerprint", "64 hex digits"]),
+    "--ca-cert and --insecure": (["status", "--ca-cert", "{root}/not.pem", "--insecure"], ["one way to trust"]),
+    "--client-cert missing": (["status", "--client-cert", "{root}/missing.pem"], ["--client-cert", "No such file"]),
+    "--client-key alone": (["status", "--client-key", "{root}/not.pem"], ["--client-key needs --client-cert"]),
+    "--request-timeout not a duration": (["status", "--request-timeout", "soon"], ["--request-timeout soon"]),
+    "--header without a colon": (["status", "--header", "X-Token canary-hdr"], ["--header", "'Name: value'"]),
+    "--password alone": (["status", "--password", "canary-pw"], ["--password needs --username"]),
     "--workspace a/b": (["status", "--workspace", "a/b"], ["--workspace 'a/b'"]),
     "--workspace empty": (["status", "--workspace", ""], ["--workspace ''"]),
     "--workspace with a space": (["state", "list", "--workspace", "a b"], ["--workspace 'a b'"]),
@@ -123,12 +134,14 @@ def test_a_tls_failure_is_one_error_line_after_one_attempt(
 
 
 class Echo(BaseHTTPRequestHandler):
-    """Every request answered 500, its reason echoing the request line, Authorization and body."""
+    """Every request answered 500, its reason echoing the request line, every header and the body
+    (also used by tests/test_connection_canary.py)."""
 
     def _echo(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length).decode()
-        reason = f"{self.command} {self.path} [{self.headers.get('Authorization')}] {body}"
+        headers = "; ".join(f"{k}: {v}" for k, v in self.headers.items())
+        reason = f"{self.command} {self.path} [{headers}] {body}"
         payload = json.dumps({"error": {"type": "echo_exception", "reason": reason}}).encode()
         self.send_response(500)
         self.send_header("Content-Type", "application/json")

@@ -46,6 +46,11 @@ def client(emulator: Emulator, **connection: Any) -> tuple[Elasticsearch, list[f
     return es, sleeps
 
 
+def pools(es: Elasticsearch) -> list[httpx.AsyncBaseTransport]:
+    """The client's transports, whatever proxy each goes through."""
+    return [pool for by_proxy in es._pools.values() for pool in by_proxy]
+
+
 async def test_calls_against_the_emulator() -> None:
     emulator = Emulator(EmulatorConfig(deploy_seconds=0))
     es, _ = client(emulator)
@@ -238,12 +243,12 @@ async def test_the_pools_share_one_tls_context_and_plain_http_loads_none() -> No
     import ssl
 
     https = Elasticsearch(Connection(urls=("https://es.example:9243",)), max_connections=12)
-    contexts = {id(pool._pool._ssl_context) for pool in https._pools}  # type: ignore[attr-defined]
-    assert len(https._pools) > 1
+    contexts = {id(pool._pool._ssl_context) for pool in pools(https)}  # type: ignore[attr-defined]
+    assert len(pools(https)) > 1
     assert len(contexts) == 1
-    assert https._pools[0]._pool._ssl_context.verify_mode is ssl.CERT_REQUIRED  # type: ignore[attr-defined]
+    assert pools(https)[0]._pool._ssl_context.verify_mode is ssl.CERT_REQUIRED  # type: ignore[attr-defined]
     plain = Elasticsearch(Connection(urls=("http://localhost:9200",)))
-    assert plain._pools[0]._pool._ssl_context.verify_mode is ssl.CERT_NONE  # type: ignore[attr-defined]
+    assert pools(plain)[0]._pool._ssl_context.verify_mode is ssl.CERT_NONE  # type: ignore[attr-defined]
     await https.close()
     await plain.close()
 
@@ -494,4 +499,15 @@ def test_the_ca_file_is_loaded_once_per_connection(self_signed: tuple[Path, Path
     assert isinstance(context, ssl.SSLContext)
     assert connection.verify() is context
     es = Elasticsearch(connection, max_connections=12)
-    assert {id(pool._pool._ssl_context) for pool in es._pools} == {id(context)}  # type: ignore[attr-defined]
+    assert {id(pool._pool._ssl_context) for pool in pools(es)} == {id(context)}  # type: ignore[attr-defined]
+
+
+def test_a_short_secret_is_redacted_where_it_stands_alone_not_inside_words() -> None:
+    """A one-letter secret (`K=x`) once turned `max_tokens` into `ma(sensitive)_tokens` and a 400
+    into `4(sensitive)(sensitive)`: short values are cut out only as whole tokens."""
+    redact = Redactor(["x", "0"])
+    assert redact("max_tokens must be below 400") == "max_tokens must be below 400"
+    assert redact('{"api_key":"x","n":0}') == '{"api_key":"(sensitive)","n":(sensitive)}'
+    assert redact("Bearer x") == "Bearer (sensitive)"
+    long = "canary-0123456789"
+    assert redact.__class__([long])(f"prefix{long}suffix") == "prefix(sensitive)suffix"
