@@ -14,6 +14,8 @@ install: $(BIN)/reconciler $(ES8_CLIENT)
 $(BIN)/reconciler: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
+	@# A venv made before the distribution was renamed (issue 10) holds it as `reconciler` too.
+	$(BIN)/pip uninstall --quiet --yes reconciler 2>/dev/null || true
 	$(BIN)/pip install --quiet -e '.[dev]'
 	@touch $@
 

@@ -4,6 +4,10 @@
 directory) and strips one trailing newline; `$${` is a literal `${`. Errors name the reference,
 never a value. The environment and the file reader are injectable, for tests.
 
+`Resolver.offline()` (`validate --offline`: pre-commit, pull requests from forks) checks each
+reference's syntax but resolves none: it reads no variable and no file, and every reference stands
+for `OFFLINE_VALUE`, a value nothing could be checked against.
+
 Manifests are untrusted (DESIGN.md §9): `${file:PATH}` reads regular files only (a FIFO, a device
 such as /dev/zero or a directory is refused before it is opened, and the file is opened
 non-blocking), and at most `MAX_FILE_BYTES` (64 KiB) of them.
@@ -20,6 +24,7 @@ from dataclasses import dataclass, field
 from reconciler.sensitive import TOKEN, BadReferenceError, Reference, references
 
 MAX_FILE_BYTES = 64 * 1024
+OFFLINE_VALUE = "(not resolved offline)"
 
 
 def read_secret_file(path: str) -> str:
@@ -45,10 +50,18 @@ class Resolver:
 
     env: Mapping[str, str] = field(repr=False)  # the process environment holds secrets
     read_file: Callable[[str], str] = read_secret_file
+    is_offline: bool = False
     # One read per file and run, however many manifests mount the same secret.
     _files: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
 
+    @classmethod
+    def offline(cls) -> Resolver:
+        """A resolver that reads nothing: each well-formed reference stands for OFFLINE_VALUE."""
+        return cls({}, is_offline=True)
+
     def value(self, reference: Reference) -> str:
+        if self.is_offline:
+            return OFFLINE_VALUE
         if reference.kind == "env":
             if reference.target not in self.env:
                 raise BadReferenceError(

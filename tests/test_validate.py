@@ -682,12 +682,109 @@ def test_the_elser_alias_with_text_embedding_is_the_elasticsearch_service(tmp_pa
 def test_the_examples_in_the_repository_are_valid() -> None:
     env = {"ANTHROPIC_API_KEY": "a", "OPENAI_API_KEY": "b", "COHERE_API_KEY": "c"}
     root = Path(__file__).resolve().parents[1] / "manifests"
-    for version in ("8.19", "9.0", "9.5"):
+    for version in ("8.16", "8.19", "9.0", "9.5"):
         result = CliRunner().invoke(
             app, ["validate", "--manifests", str(root), "--es-version", version], env=env
         )
         assert result.exit_code == 0, result.output
         assert "5 endpoint(s) in 5 file(s)" in result.stdout
+
+
+# -- validate --offline: everything but resolving references (pre-commit, pull requests from forks)
+
+UNRESOLVED = ("is not set", "cannot read")  # the only errors that need a reference's value
+# References that cannot be resolved here: unset variables, unreadable files, in secret fields, in a
+# non-secret field and one level down (an enum a stand-in value would fail), and escaped text.
+UNRESOLVABLE = """\
+inference_id: unresolvable
+task_type: text_embedding
+service: openai
+service_settings:
+  api_key: ${OFFLINE_TEST_UNSET_KEY}
+  model_id: ${OFFLINE_TEST_UNSET_MODEL}
+  dimensions: ${file:/nonexistent/dimensions}
+  similarity: ${OFFLINE_TEST_UNSET_SIMILARITY}
+  rate_limit:
+    requests_per_minute: ${file:/nonexistent/rpm}
+  url: https://example.com/$${literal}
+"""
+
+
+def test_validate_names_each_unresolvable_reference_and_offline_passes(tmp_path: Path) -> None:
+    unset = {name: None for name in ("OFFLINE_TEST_UNSET_KEY", "OFFLINE_TEST_UNSET_MODEL")}
+    online = run(tmp_path, {"m.yaml": UNRESOLVABLE}, env=unset)  # type: ignore[arg-type]
+    assert online.exit_code == 1, online.output
+    for reference in (
+        "${OFFLINE_TEST_UNSET_KEY}",
+        "${OFFLINE_TEST_UNSET_MODEL}",
+        "${file:/nonexistent/dimensions}",
+        "${OFFLINE_TEST_UNSET_SIMILARITY}",
+        "${file:/nonexistent/rpm}",
+    ):
+        assert f"(from {reference})" in online.stdout, online.stdout
+
+    offline = run(tmp_path, {"m.yaml": UNRESOLVABLE}, "--offline", env=unset)  # type: ignore[arg-type]
+    assert offline.exit_code == 0, offline.output
+    assert "1 endpoint(s) in 1 file(s) are valid" in offline.stdout
+
+
+def test_offline_reads_no_variable_and_no_file(tmp_path: Path) -> None:
+    """A FIFO without a writer would block any open; a variable that is set is not read either."""
+    os.mkfifo(tmp_path / "fifo")
+    text = claude(api_key=f"  api_key: ${{file:{tmp_path / 'fifo'}}}")
+    result = run(tmp_path, {"m.yaml": text}, "--offline", env={})
+    assert result.exit_code == 0, result.output
+
+    from reconciler.resolver import OFFLINE_VALUE, Resolver
+    from reconciler.sensitive import Reference
+
+    reader = Resolver.offline()
+    assert reader.resolve("${KEY}-$${x}") == f"{OFFLINE_VALUE}-${{x}}"
+    assert reader.value(Reference("${file:/etc/passwd}", "file", "/etc/passwd")) == OFFLINE_VALUE
+
+
+@pytest.mark.parametrize(("text", "path", "message"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_offline_reports_every_error_but_an_unresolved_reference(
+    tmp_path: Path, text: str, path: str, message: str
+) -> None:
+    result = run(tmp_path, {"m.yaml": text}, "--offline", env={})
+    expected = f"{tmp_path}/manifests/m.yaml:{marked_line(text)}: {path + ': ' if path else ''}"
+    found = [line for line in result.stdout.splitlines() if line.startswith(expected) and message in line]
+    if any(words in message for words in UNRESOLVED):
+        assert not found, result.stdout
+        return
+    assert result.exit_code == 1, result.output
+    assert found, f"expected {expected}...{message}\ngot:\n{result.stdout}"
+
+
+def test_offline_output_holds_no_secret(tmp_path: Path) -> None:
+    """The canary of tests/test_e2e_canary.py, for --offline: a value from a reference, in a field
+    the catalog refuses, is never shown (offline it is not even read)."""
+    canary = "sk-canary-offline-7f3a"
+    text = claude(model_id="  model_id: ${KEY}", max_tokens="  max_tokens: -1")
+    result = run(tmp_path, {"m.yaml": text}, "--offline", env={"KEY": canary})
+    assert result.exit_code == 1, result.output
+    assert canary not in result.output
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("model_id", "${not a name}", "${not a name} is not a reference"),
+        ("model_id", "${file:}", "${file:} is not a reference"),
+        ("model_id", "claude-${bad-name}", "${bad-name} is not a reference"),
+        ("api_key", "${KEY", "a secret must be a reference"),
+        ("api_key", "${not a name}", "a secret must be a reference"),
+    ],
+)
+def test_a_malformed_reference_is_an_error_offline(
+    tmp_path: Path, field: str, value: str, message: str
+) -> None:
+    text = claude(**{field: f"  {field}: {value} # <-"})
+    result = run(tmp_path, {"m.yaml": text}, "--offline", env={})
+    assert result.exit_code == 1, result.output
+    expected = f"{tmp_path}/manifests/m.yaml:{marked_line(text)}: service_settings.{field}: "
+    assert any(x.startswith(expected) and message in x for x in result.stdout.splitlines()), result.stdout
 
 
 def test_syntax_errors_point_at_the_parsers_line(tmp_path: Path) -> None:
