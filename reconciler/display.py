@@ -96,9 +96,14 @@ class HumanView:
         return "".join(f"{s.inference_id}: {s.allocation()} fully allocated\n" for s in report.done)
 
     def imported(self, report: ImportReport) -> str:
-        return "".join(
+        """Each file written; then that nothing is managed yet: plan shows them, apply records them."""
+        lines = "".join(
             f"wrote {path}" + (f" (set {', '.join(references)})" if references else "") + "\n"
             for path, references in report.written
+        )
+        return lines + (
+            f"{len(report.written)} manifest(s) written; the state is unchanged. `reconciler plan` shows "
+            "them as adopt (or update, for a secret the state cannot know); `apply` records them.\n"
         )
 
     def state_listing(self, state: State | None, lock: LockInfo | None, name: str) -> str:

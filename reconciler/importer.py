@@ -1,10 +1,11 @@
-"""`import`: write a manifest for each live endpoint and adopt it into the state.
+"""`import`: write a manifest for each live endpoint, and nothing else.
 
 The manifest holds what the endpoint needs, in the form the manifests use: server defaults left
 out (the default rate_limit, the default chunking, task settings defaults, num_allocations moved by
 adaptive allocations, elser's filled-in model id), and each secret as a reference to fill in,
-`${<ID>_<FIELD>}` in upper snake case. The state records the endpoint with no secret digests, so
-the next plan shows nothing but the secrets it cannot know (`secret-unknown`).
+`${<ID>_<FIELD>}` in upper snake case. Import never overwrites a file and never writes the state:
+the next `plan` shows each imported endpoint as an `adopt` for review (or, for one with a secret
+the state cannot know, an update that sends it: `secret-unknown`), and `apply` records them.
 """
 
 from __future__ import annotations
@@ -13,17 +14,15 @@ import copy
 import os
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from reconciler import catalog, planner
+from reconciler import catalog
 from reconciler.catalog import Service, Version
 from reconciler.manifests import Validation, dump_manifest, load_files
 from reconciler.sensitive import REDACTED, REDACTED_CHANGED
 from reconciler.session import Cluster
-from reconciler.state import State, StateError
-from reconciler.storage import Backend, now_iso
+from reconciler.storage import now_iso
 
 
 def reference_name(inference_id: str, field: str) -> str:
@@ -113,7 +112,8 @@ def _secrets_needed(service: Service, task_type: str) -> list[str]:
 
 
 class UnsafeImportError(Exception):
-    """A manifest `import` would write is refused (an id unfit for a file name, an existing file)."""
+    """A manifest `import` would write is refused (an id unfit for a file name, an existing file),
+    or one it wrote does not validate."""
 
 
 def manifest_paths(endpoints: Sequence[Mapping[str, Any]], folder: Path) -> list[Path]:
@@ -164,27 +164,12 @@ def write_manifests(
 
 def validated(written: Sequence[tuple[Path, list[str]]], version: Version) -> Validation:
     """The written manifests, validated in place (their references filled with placeholders);
-    StateError naming each problem when one does not validate."""
+    UnsafeImportError naming each problem when one does not validate."""
     placeholders = {name: "imported" for _, references in written for name in references}
     validation = load_files([path for path, _ in written], version, placeholders)
     if validation.errors:
         problems = "\n".join(str(e) for e in validation.errors)
-        raise StateError(
-            f"the imported manifests were written but do not validate, so nothing was adopted:\n{problems}"
+        raise UnsafeImportError(
+            f"the imported manifests were written but do not validate: fix them before plan:\n{problems}"
         )
     return validation
-
-
-def adopted_state(validation: Validation, cluster: Cluster, workspace: str) -> State:
-    """The state with the imported endpoints recorded as applied, their secrets unknown."""
-    state = cluster.state or State.new(workspace)
-    for desired in validation.endpoints:
-        record = planner.applied_record(
-            desired, cluster.endpoints[desired.inference_id], state, cluster.version, now_iso()
-        )
-        state = state.with_endpoint(desired.inference_id, replace(record, secret_digests={}))
-    return state
-
-
-async def adopt(state: State, cluster: Cluster, backend: Backend) -> None:
-    await backend.write(state.bumped(), cluster.token)

@@ -74,6 +74,9 @@ REASONS = (
     "drift",
     "secret-rotated",
     "secret-unknown",
+    # Why a change `_update` makes elsewhere is a replace on this version (after the cause): on 8.16
+    # to 9.3 an `_update` resets chunking_settings (C5).
+    "update-resets-chunking",
     # Reasons of state-only actions (adopt, forget): nothing is sent to the cluster.
     "not-in-state",
     "healed",
@@ -179,6 +182,12 @@ class Plan:
     warnings: tuple[str, ...] = ()
     tool_version: str = __version__
     format_version: int = FORMAT_VERSION
+    # The project environment (`--env`) planned for; apply refuses the plan in another. Optional in
+    # format 2: a plan without it was made without --env.
+    environment: str | None = None
+    # `--allow-takeover` was given: apply may act on endpoints another workspace's state on the
+    # same cluster manages. Optional in format 2: absent means not allowed.
+    allow_takeover: bool = False
 
     def summary(self) -> dict[str, int]:
         counts = {a.value.replace("-", "_"): 0 for a in Action}
@@ -199,6 +208,8 @@ class Plan:
         return {
             "format_version": self.format_version,
             "tool_version": self.tool_version,
+            **({"environment": self.environment} if self.environment is not None else {}),
+            **({"allow_takeover": True} if self.allow_takeover else {}),
             "cluster": dict(self.cluster),
             "state": dict(self.state),
             "changes": [_change_to_json(c) for c in self.changes],
@@ -233,6 +244,8 @@ class Plan:
                 warnings=tuple(data.get("warnings", [])),
                 tool_version=str(data.get("tool_version", "")),
                 format_version=version,
+                environment=_environment(data.get("environment")),
+                allow_takeover=_flag(data.get("allow_takeover", False), "allow_takeover"),
             )
         except (KeyError, TypeError, ValueError) as error:
             raise PlanFormatError(f"not a plan file: {error}") from None
@@ -303,6 +316,18 @@ class Finding:
 
 class PlanFormatError(ValueError):
     """A plan file this tool cannot read."""
+
+
+def _environment(value: Any) -> str | None:
+    if value is not None and not isinstance(value, str):
+        raise ValueError("environment must be a string")
+    return value
+
+
+def _flag(value: Any, name: str) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"{name} must be true or false")
+    return value
 
 
 def _change_to_json(change: Change) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""`import` adopts only what validates: a written manifest that does not is an error, never a silent skip."""
+"""`import` writes manifests only: never over a file, never an unsafe name, and what it wrote must validate."""
 
 from __future__ import annotations
 
@@ -9,14 +9,15 @@ import pytest
 from reconciler.catalog import Version
 from reconciler.importer import UnsafeImportError, validated, write_manifests
 from reconciler.session import Cluster
-from reconciler.state import StateError
 
 
 def test_a_written_manifest_that_does_not_validate_is_an_error(tmp_path: Path) -> None:
     written = tmp_path / "odd.yaml"
     written.write_text("inference_id: odd\ntask_type: completion\nservice: anthropic\nservice_settings: {}\n")
     cluster = Cluster({}, Version(9, 5), {"odd": {}}, None, None)
-    with pytest.raises(StateError, match="nothing was adopted") as raised:
+    with pytest.raises(
+        UnsafeImportError, match="written but do not validate: fix them before plan"
+    ) as raised:
         validated([(written, [])], cluster.version)
     assert f"\n{written}:4: service_settings.api_key: " in str(raised.value)  # where the user finds it
 

@@ -235,7 +235,7 @@ async def test_drift_exits_2_when_the_cluster_moved_and_builds_the_json_form(wor
     assert moved.exit_code == 2
     document = moved.to_json()
     assert document["format_version"] == 1
-    assert set(document["cluster"]) == {"url", "version", "cluster_uuid"}
+    assert set(document["cluster"]) == {"url", "version", "cluster_uuid", "cluster_name"}
     assert document["summary"]["endpoints_checked"] == 1
     assert document["summary"]["endpoints_drifted"] == 1
     known = frozenset(f["id"] for f in document["findings"])
@@ -361,8 +361,10 @@ async def test_apply_reads_the_manifests_and_get_root_once(
     assert [r["count"] for r in logged if r["method"] == "GET" and r["path"] == "/"] == [1]
 
 
-async def test_import_validates_what_it_wrote_once(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Before the lock (so an invalid file stops it early); the adoption under the lock reuses it."""
+async def test_import_validates_what_it_wrote_once_and_writes_no_state(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The files only: no lock, no state write (the next plan adopts them for review)."""
     from reconciler import importer, manifests
 
     reads: list[object] = []
@@ -377,11 +379,13 @@ async def test_import_validates_what_it_wrote_once(world: World, monkeypatch: py
     assert (await world.apply()).exit_code == 0
     await workflows.forget(world.backend, "a", lock_timeout=0)
     (world.manifests / "a.yaml").unlink()
+    before = await world.backend.read()
     report = await workflows.import_endpoints(
         world.es, world.backend, workflows.ImportRequest(("a",), world.manifests)
     )
     assert report.exit_code == 0
     assert len(reads) == 1
-    state = (await world.backend.read()).state
-    assert state is not None
-    assert "a" in state.endpoints
+    after = await world.backend.read()
+    assert after.token == before.token
+    assert after.state is not None
+    assert "a" not in after.state.endpoints
