@@ -89,14 +89,20 @@ class Document:
     data: Any
     lines: dict[str, int] = field(default_factory=dict)
     values: int = 0  # values built so far, aliases counted each time they are expanded
+    # The file of a path written elsewhere (an overlay's patch, `reconciler.overlays`); else `file`.
+    files: dict[str, str] = field(default_factory=dict)
 
     def line_of(self, path: str) -> int:
         """The line of a path, or of its nearest parent present (a missing key points at its parent)."""
+        return self.locate(path)[1]
+
+    def locate(self, path: str) -> tuple[str, int]:
+        """The file and line of a path, or of its nearest parent present."""
         while path:
             if path in self.lines:
-                return self.lines[path]
+                return self.files.get(path, self.file), self.lines[path]
             path = re.sub(r"(\.[^.\[]*|\[\d+\])$", "", path) if ("." in path or "[" in path) else ""
-        return self.line
+        return self.file, self.line
 
 
 def _line(node: yaml.Node) -> int:

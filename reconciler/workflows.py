@@ -16,9 +16,11 @@ built, the plan applied): `apply`, the benchmark and the tests all go through it
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import json
 import os
+import signal
 from collections.abc import Awaitable, Callable, Coroutine, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +28,7 @@ from typing import Any, ParamSpec, TypeVar
 
 import structlog
 
-from reconciler import catalog, importer, plancheck, planner, views
+from reconciler import catalog, importer, plancheck, planner, takeover, views
 from reconciler.applier import (
     Applier,
     ApplyError,
@@ -39,8 +41,10 @@ from reconciler.applier import (
 from reconciler.catalog import Version
 from reconciler.client import Connection, Elasticsearch, ElasticsearchError
 from reconciler.manifests import Validation, load
+from reconciler.overlays import Layers, Shared
 from reconciler.plan import PLAN_KEY_VARIABLE, Plan, PlanFormatError
-from reconciler.progress import Reporter
+from reconciler.progress import Planned, Reporter
+from reconciler.project import Environment
 from reconciler.reports import (
     Allocation,
     ApplyReport,
@@ -60,6 +64,7 @@ from reconciler.session import (
     UnsupportedVersionError,
     make_plan,
     read_cluster,
+    referenced_values,
     supported_version,
 )
 from reconciler.state import LockInfo, State, StateError
@@ -121,6 +126,13 @@ class Target:
     connection: Connection
     state: str = "cluster"  # or file:PATH
     workspace: str = "default"
+    environment: Environment | None = None  # --env: the project file's environment
+    shared: Shared | None = None  # --all-envs: what the environments' reads share
+
+    def manifests(self, given: Path) -> Path | Layers:
+        """What to read: the folder given, or with --env the project's base and the env's overlay."""
+        env = self.environment
+        return given if env is None else Layers(env.base, env.overlay, env.name, self.shared)
 
 
 def connect(connection: Connection, parallelism: int = 8) -> Elasticsearch:
@@ -142,7 +154,17 @@ async def run(
     """Connect, open the state backend, and run `work` (a workflow) on them."""
     with stopping():
         async with connect(target.connection, parallelism) as es:
-            return await work(es, backend_for(target.state, es, target.workspace))
+            if target.environment is not None and target.environment.es_version is not None:
+                version = str((await es.info())["version"]["number"])
+                problem = target.environment.version_problem(version)
+                if problem is not None:
+                    raise WorkflowError(problem)
+            try:
+                return await work(es, backend_for(target.state, es, target.workspace))
+            except WorkflowError as error:
+                # Built outside the client too (storage, plan checks): redacted as server text is.
+                error.args = tuple(es.redact(str(arg)) for arg in error.args)
+                raise
 
 
 def _renewal_failed(lock: LockInfo, error: Exception) -> None:
@@ -153,19 +175,23 @@ def _renewal_failed(lock: LockInfo, error: Exception) -> None:
 # -- validate, plan and saved plans -----------------------------------------------------------
 
 
-def validate(manifests: Path, es_version: str, env: Mapping[str, str]) -> ValidateReport:
-    """Check the manifests offline for an Elasticsearch version; ValueError for one the tool does not know."""
+def validate(
+    manifests: Path | Layers, es_version: str, env: Mapping[str, str], *, offline: bool = False
+) -> ValidateReport:
+    """Check the manifests without a cluster for an Elasticsearch version; ValueError for one the
+    tool does not know. Offline, references are checked for syntax only: no secret is needed."""
     version = Version.parse(es_version)
     if not catalog.supported(version):
-        raise ValueError("the tool knows Elasticsearch 8.19 and 9.0 to 9.5")
-    return ValidateReport(load(manifests, version, env), version)
+        raise ValueError("the tool knows Elasticsearch 8.16 to 8.19 and 9.0 to 9.5")
+    return ValidateReport(load(manifests, version, env, Resolver.offline() if offline else None), version)
 
 
 @dataclass(frozen=True)
 class PlanRequest:
-    manifests: Path
+    manifests: Path | Layers
     planning: Planning = field(default_factory=Planning)
     detailed_exitcode: bool = False
+    workspace: str = "default"
 
 
 @_workflow
@@ -174,6 +200,9 @@ async def plan(
 ) -> PlanReport:
     """Validate the manifests for the cluster's version and plan; takes no lock, writes nothing."""
     planned, validation, _ = await make_plan(es, backend, request.manifests, request.planning, env=env)
+    planned = await _guard(planned, backend, request.workspace, request.planning.allow_takeover)
+    if planned is not None and isinstance(request.manifests, Layers):
+        planned = dataclasses.replace(planned, environment=request.manifests.environment)
     return PlanReport(planned, validation, request.detailed_exitcode)
 
 
@@ -201,7 +230,7 @@ def save_plan(planned: Plan, path: Path, env: Mapping[str, str] | None = None) -
 
 
 async def validated(
-    es: Elasticsearch, manifests: Path, env: Mapping[str, str]
+    es: Elasticsearch, manifests: Path | Layers, env: Mapping[str, str]
 ) -> tuple[Mapping[str, Any], Validation]:
     """GET /, and the manifests validated for that version: what a command that writes checks
     before it takes the lock or changes anything (the plan under the lock reuses both)."""
@@ -220,7 +249,7 @@ Confirm = Callable[[PlanReport], bool]
 class ApplyRequest:
     """What to apply: the manifests, planned afresh under the lock, or a saved plan file."""
 
-    manifests: Path
+    manifests: Path | Layers
     planfile: Path | None = None
     planning: Planning = field(default_factory=Planning)
     options: ApplyOptions = field(default_factory=ApplyOptions)
@@ -248,9 +277,12 @@ async def execute(
     secrets = resolve_secrets(planned, Resolver(env), salt)
     # Server error text may echo what was sent: the client redacts every resolved secret from it.
     es.redact_values(secret for per_endpoint in secrets.values() for secret in per_endpoint.values())
-    writer = StateWriter(backend, cluster.state or State.new(workspace), cluster.token)
+    # The intents a stopped run left, settled when the cluster was read, are stored first.
+    writer = StateWriter(backend, cluster.state or State.new(workspace), cluster.token, cluster.settled)
     applier = Applier(es, writer, secrets, reporter, options)
-    return await applier.apply(planned)
+    result = await applier.apply(planned)
+    await writer.close()  # the run's journal folded into one snapshot
+    return result
 
 
 @_workflow
@@ -263,9 +295,29 @@ async def apply(
     reporter: Reporter,
     env: Mapping[str, str],
 ) -> ApplyReport:
+    """`_apply`; stopped by a signal, the reporter first says what was left how (done, failed,
+    in flight, not started)."""
+    try:
+        return await _apply(es, backend, request, confirm=confirm, reporter=reporter, env=env)
+    except StoppedBySignalError as error:
+        reporter.stopped(f"apply stopped by {signal.Signals(error.signum).name}")
+        raise
+
+
+async def _apply(
+    es: Elasticsearch,
+    backend: Backend,
+    request: ApplyRequest,
+    *,
+    confirm: Confirm,
+    reporter: Reporter,
+    env: Mapping[str, str],
+) -> ApplyReport:
     """Validate; lock; plan and confirm (or re-check the saved plan); execute; plan again to show
     convergence. Invalid manifests stop it before the lock: nothing is written to the cluster."""
     saved = load_plan(request.planfile, to_apply=True, env=env) if request.planfile is not None else None
+    if saved is not None:
+        _same_environment(saved, request)
     if saved is None:
         checked = await validated(es, request.manifests, env)
         if not checked[1].ok:
@@ -283,11 +335,14 @@ async def apply(
             # Untrusted (DESIGN §9); load_plan verified the signature when a key is set.
             signed = bool(env.get(PLAN_KEY_VARIABLE))
             plancheck.check(saved, cluster.endpoints, cluster.version, cluster.state, signed=signed)
+            if why := takeover.refused(saved, await takeover.other_workspaces(backend)):
+                raise WorkflowError(why)  # another workspace may have applied since the plan
             salt = cluster.state.salt if cluster.state is not None else None
             return ApplyReport(await carry_out(es, backend, cluster, saved, salt=salt))
         planned, validation, cluster = await make_plan(
             es, backend, request.manifests, request.planning, env=env, checked=checked
         )
+        planned = await _guard(planned, backend, request.workspace, request.planning.allow_takeover, True)
         approved = confirm(PlanReport(planned, validation))
         if planned is None or planned.errors or not approved:
             return ApplyReport(None)
@@ -303,6 +358,30 @@ async def apply(
             es, backend, request.manifests, again, env=env, checked=(cluster.info, validation)
         )
         return ApplyReport(result, after)
+
+
+async def _guard(
+    planned: Plan | None, backend: Backend, workspace: str, allowed: bool, applying: bool = False
+) -> Plan | None:
+    """The plan stamped with its workspace and warned of each takeover (`takeover.guarded`); to
+    apply, a takeover it does not allow is one of its errors too."""
+    if planned is None:
+        return None
+    managed = await takeover.other_workspaces(backend)
+    guarded = takeover.guarded(planned, managed, workspace, allowed)
+    why = takeover.refused(guarded, managed) if applying else None
+    return dataclasses.replace(guarded, errors=(*guarded.errors, why)) if why else guarded
+
+
+def _same_environment(saved: Plan, request: ApplyRequest) -> None:
+    """A plan made for one environment (or none) applies there only: refused before any write."""
+    here = request.manifests.environment if isinstance(request.manifests, Layers) else None
+    if saved.environment != here:
+        made = f"--env {saved.environment}" if saved.environment else "no --env"
+        given = f"--env {here}" if here else "no --env"
+        raise WorkflowError(
+            f"{request.planfile}: the plan was made with {made}, this apply has {given}: refused before any change"
+        )
 
 
 # -- drift, status, wait -----------------------------------------------------------------------
@@ -388,15 +467,25 @@ def _status_row(
 
 @_workflow
 async def wait(
-    es: Elasticsearch, ids: Sequence[str], *, seconds: float, reporter: Reporter, poll_interval: float
+    es: Elasticsearch,
+    ids: Sequence[str],
+    *,
+    seconds: float,
+    reporter: Reporter,
+    poll_interval: float,
+    backend: Backend | None = None,
 ) -> WaitReport:
-    """Wait until these endpoints' deployments are fully allocated, failed, or `seconds` have passed."""
+    """Wait until these endpoints' deployments are fully allocated, failed, or `seconds` have passed.
+    With the state (`backend`), values that came from references are redacted from server text."""
+    state = (await backend.read()).state if backend is not None else None
     pending = {}
     for inference_id in ids:
         endpoint = await es.endpoint(inference_id)
         if endpoint is None:
             raise WorkflowError(f"no endpoint {inference_id}")
+        es.redact_values(referenced_values(endpoint, state))  # a referenced model id, in a reason
         pending[inference_id] = (catalog.deployment_id(endpoint), seconds)
+    reporter.begin([Planned(i, "wait", seconds) for i in pending])  # the time left shows from the start
     return WaitReport(await wait_for_deployments(es, pending, reporter, poll_interval))
 
 
@@ -408,37 +497,16 @@ class ImportRequest:
     ids: tuple[str, ...]  # ignored with every_endpoint
     folder: Path
     every_endpoint: bool = False
-    lock_timeout: float = 0.0
-    workspace: str = "default"
 
 
 @_workflow
 async def import_endpoints(es: Elasticsearch, backend: Backend, request: ImportRequest) -> ImportReport:
     """Write a manifest per live endpoint (refusing unsafe file names and existing files) and check
-    that they validate, before anything changes in the cluster; then, under the lock, record them
-    in the state."""
-    cluster = await read_cluster(es, backend)
+    that they validate. Takes no lock and writes no state: the next plan adopts them for review."""
+    cluster = await read_cluster(es, backend)  # the state masks values that came from references
     chosen = _chosen(cluster, request)
     written = importer.write_manifests([cluster.endpoints[i] for i in chosen], request.folder, cluster)
-    validation = importer.validated(written, cluster.version)
-    adopting = False
-    try:
-        async with locked(backend, "import", request.lock_timeout, _renewal_failed):
-            cluster = await read_cluster(
-                es, backend, cluster.info
-            )  # the state may have moved before the lock
-            gone = [i for i in chosen if i not in cluster.endpoints]
-            if gone:
-                raise WorkflowError(f"{', '.join(gone)} went away during the import; nothing was adopted")
-            adopted = importer.adopted_state(validation, cluster, request.workspace)
-            adopting = True
-            await importer.adopt(adopted, cluster, backend)
-    except BaseException:
-        # Stopped before the state write (the lock is held, a signal): the files go too, so that
-        # import can run again. Once the write is sent they stay: the state may name them.
-        for path, _ in written if not adopting else ():
-            path.unlink(missing_ok=True)
-        raise
+    importer.validated(written, cluster.version)
     return ImportReport(written)
 
 

@@ -52,9 +52,12 @@ PURE = (CATALOG, "reconciler.model", "reconciler.state", "reconciler.plan", "rec
 # Top to bottom: a module may import modules of the layers below its own, never above or beside.
 LAYERS = (
     ("reconciler.cli",),
+    ("reconciler.cli_envs",),
+    ("reconciler.cli_base",),
+    ("reconciler.environments",),
     ("reconciler.options",),
     ("reconciler.workflows", "reconciler.display"),
-    ("reconciler.importer", "reconciler.reports"),
+    ("reconciler.importer", "reconciler.reports", "reconciler.takeover"),
     ("reconciler.applier", "reconciler.session", "reconciler.render"),
     ("reconciler.progress",),
     ("reconciler.plancheck",),
@@ -65,6 +68,7 @@ LAYERS = (
     ("reconciler.client",),
     ("reconciler.connection",),
     ("reconciler.manifests",),
+    ("reconciler.overlays", "reconciler.project"),
     ("reconciler.manifests_yaml",),
     ("reconciler.resolver",),
     ("reconciler.model",),

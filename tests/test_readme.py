@@ -1,5 +1,6 @@
-"""What a newcomer runs works as shown: the README's walkthrough, `make demo`, and the commands of the
-pipeline examples, each against an emulator on a real socket, through the installed `reconciler`."""
+"""What a newcomer runs works as shown: the README's walkthrough and `make demo`, each against an
+emulator on a real socket, through the installed `reconciler` (the pipeline examples run in
+tests/test_examples.py)."""
 
 from __future__ import annotations
 
@@ -10,14 +11,11 @@ import shlex
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 import yaml
-
-from tests.conftest import Served
 
 REPO = Path(__file__).resolve().parents[1]
 README = REPO / "README.md"
@@ -147,57 +145,3 @@ def test_make_demo_tells_the_story() -> None:
     assert steps == ["validate", "plan", "apply --auto-approve", "plan", "status"]
     assert "Apply finished: 5 done" in result.stdout
     assert "No changes. The cluster matches the manifests." in result.stdout
-
-
-# -- the pipeline examples, their `reconciler` lines in job order ----------------------------
-
-
-def reconciler_lines(script: str) -> Iterator[str]:
-    for line in script.splitlines():
-        if line.strip().startswith("reconciler "):
-            yield re.sub(
-                r"\s*\|\|.*$", "", line.strip()
-            )  # `|| status=$?` keeps the job going; the code is ours
-
-
-def github_lines() -> list[str]:
-    jobs = yaml.load((REPO / "examples/github/reconciler.yml").read_text(), Loader=yaml.BaseLoader)["jobs"]
-    return [
-        line
-        for job in ("plan", "apply", "drift")
-        for s in jobs[job]["steps"]
-        for line in reconciler_lines(s.get("run", ""))
-    ]
-
-
-def gitlab_lines() -> list[str]:
-    jobs = yaml.safe_load((REPO / "examples/gitlab/.gitlab-ci.yml").read_text())
-    order = ("validate", "plan", "plan-main", "apply", "drift")
-    return [line for job in order for script in jobs[job]["script"] for line in reconciler_lines(script)]
-
-
-@pytest.mark.parametrize("lines", [github_lines, gitlab_lines], ids=["github", "gitlab"])
-def test_the_pipeline_examples_commands_work_in_order(
-    lines: object, lend_emulator: Callable[..., Served], tmp_path: Path
-) -> None:
-    served = lend_emulator("--deploy-seconds", str(DEPLOY_SECONDS))
-    commands = lines()  # type: ignore[operator]
-    assert any(c.startswith("reconciler apply plan.json") for c in commands)
-    cwd = project(tmp_path)
-    env = {
-        **clean_environment(),
-        **PLACEHOLDERS,
-        "ELASTICSEARCH_URL": served.url,
-        "RECONCILER_LOG_FORMAT": "json",
-        **FAST_POLLS,
-    }
-    for command in commands:
-        result = run(["bash", "-c", command], cwd, env)
-        assert result.returncode == 0, (command, result)
-        for line in result.stderr.splitlines():  # the examples ask for JSON logs
-            assert json.loads(line)["event"], line
-    assert (cwd / "plan.md").read_text().startswith("### reconciler plan\n\n**Plan: 5 to create")
-    assert json.loads((cwd / "plan.json").read_text())["format_version"] == 2
-    drift = json.loads((cwd / "drift.json").read_text())
-    assert drift["findings"] == []
-    assert drift["summary"]["endpoints_checked"] == 5
