@@ -7,14 +7,22 @@
   ideal N x latency / parallelism (target: within 1.5x of ideal at 8 and 32), and the same at 32
   with no latency: the CPU floor of this machine, which the ideal at 32 can fall below;
 - wait: 200 deployments ramping up, stats requests per poll (target: 1);
+- state: 500 to 4,000 creates recorded in the cluster state, bytes written to it per endpoint
+  (target: within 1.5x of each other) and time, beside the same creates with no state stored;
 - the emulator itself: one list call versus a GET per endpoint, one batched stats call versus one
   call per deployment.
+- environments: `plan --all-envs` over 10 environments of 200 endpoints (20 ms latency) and of 20
+  (200 ms), beside one environment's plan alone (target: within 1.5x, the same requests per
+  environment), and `validate` of 1,000 manifests through a project of 10 environments and an
+  overlay, beside the base alone (target: under 10% more).
 Everything runs against `reconciler emulator` on a real socket, started here.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
 import re
 import subprocess
 import sys
@@ -28,20 +36,24 @@ from typing import Any
 import httpx
 import yaml
 
+from reconciler import environments, project
 from reconciler.applier import ApplyOptions
 from reconciler.catalog import Version
 from reconciler.client import Connection, Elasticsearch
 from reconciler.manifests import load
 from reconciler.progress import DeploymentStatus, LogReporter
 from reconciler.session import make_plan
-from reconciler.storage import FileBackend
-from reconciler.workflows import execute
+from reconciler.storage import STATE_INDEX, ClusterBackend, FileBackend, Snapshot, backend_for
+from reconciler.workflows import PlanRequest, Target, execute
+from reconciler.workflows import plan as plan_workflow
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "manifests"
 PLACEHOLDERS = {"ANTHROPIC_API_KEY": "x", "OPENAI_API_KEY": "x", "COHERE_API_KEY": "x"}
 Row = tuple[str, str, str, str, str]  # measure, figure, baseline, baseline figure, ratio
 HEADER = "| measure | figure | baseline | baseline figure | ratio |"
 VALIDATE_N, PLAN_SIZES, APPLY_N, APPLY_PARALLELISM, WAIT_N = 1000, (100, 1000, 10_000), 1000, (1, 8, 32), 200
+STATE_SIZES = (500, 1000, 2000, 4000)  # creates, for the cost of recording them in the state
+ENVS, ENV_ENDPOINTS = 10, 200  # environments x endpoints for plan --all-envs
 
 
 # The first column of the table, by section (the README's table shows the same rows).
@@ -53,7 +65,17 @@ MEASURES = {
         f"apply {APPLY_N:,} creates, no latency, parallelism {APPLY_PARALLELISM[-1]}",
     ],
     "wait": [f"wait for {WAIT_N} deployments"],
+    "state": [
+        *(f"apply {n:,} creates, cluster state, bytes written to it" for n in STATE_SIZES),
+        f"state bytes per endpoint, most vs fewest over {STATE_SIZES[0]:,} to {STATE_SIZES[-1]:,} creates",
+    ],
     "emulator": ["emulator: read 1,000 endpoints, 1 list call"],
+    "environments": [
+        f"plan --all-envs, {ENVS} environments x {ENV_ENDPOINTS} endpoints, 20 ms latency",
+        "requests per environment, plan --all-envs",
+        f"plan --all-envs, {ENVS} environments x 20 endpoints, 200 ms latency",
+        f"validate {VALIDATE_N:,} manifests with overlays, {ENVS} environments",
+    ],
 }
 
 
@@ -100,7 +122,11 @@ def write_manifests(folder: Path, n: int, make: Callable[[int], str] = anthropic
 
 class CountingReporter(LogReporter):
     def __init__(self) -> None:
+        super().__init__()
         self.polls = 0
+
+    def started(self, inference_id: str, action: str) -> None:
+        return None
 
     def action(self, inference_id: str, action: str, outcome: str, **details: Any) -> None:
         return None
@@ -304,13 +330,232 @@ def emulator_rows() -> list[Row]:
         ]
 
 
+class StateBytes(httpx.AsyncBaseTransport):
+    """A plain transport that counts the body bytes of every write to the state index."""
+
+    def __init__(self, connections: int) -> None:
+        limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
+        self.inner = httpx.AsyncHTTPTransport(limits=limits)
+        self.written = 0
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if request.method in ("PUT", "POST") and request.url.path.startswith(f"/{STATE_INDEX}/"):
+            self.written += len(request.content)
+        return await self.inner.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+class NoState:
+    """The ideal to measure against: a state backend that stores nothing and costs nothing."""
+
+    name = "none"
+
+    async def read(self) -> Snapshot:
+        return Snapshot(None, None)
+
+    async def write(self, state: object, token: object) -> object:
+        return 0
+
+    async def append(self, entries: object, after: object, token: object) -> object:
+        return token
+
+    def journal(self, token: object) -> tuple[int, int]:
+        return 0, 0
+
+
+class Quiet:
+    """A reporter that reports nothing: the state rows time the apply, not its logs."""
+
+    def __getattr__(self, name: str) -> Callable[..., None]:
+        return lambda *args, **kwargs: None
+
+
+async def create_all(url: str, folder: Path, stored: bool) -> tuple[float, int]:
+    """Plan and apply the creates in folder at parallelism 8 with the cluster state (or none);
+    returns the seconds the apply took and the bytes it wrote to the state index."""
+    transport = StateBytes(12)
+    async with Elasticsearch(Connection(urls=(url,)), transport=transport, max_connections=12) as es:
+        backend: Any = ClusterBackend(es, "default") if stored else NoState()
+        planned, validation, cluster = await make_plan(es, backend, folder, env=PLACEHOLDERS)
+        assert planned is not None, validation.errors[:3]
+        started = time.perf_counter()
+        result = await execute(
+            es,
+            backend,
+            cluster,
+            planned,
+            env=PLACEHOLDERS,
+            reporter=Quiet(),
+            options=ApplyOptions(),
+        )
+        took = time.perf_counter() - started
+        assert not result.failed, result.failed[:3]
+        return took, transport.written
+
+
+def state_rows(scratch: Path) -> list[Row]:
+    """What recording creates in the cluster state costs as N grows: bytes per endpoint (flat: each
+    action journals its own entries; the whole state is written only when the journal outgrows it
+    and at the end) and time beside the same creates with no state at all, 10 ms of latency."""
+    rows: list[Row] = []
+    per_endpoint = []
+    for index, n in enumerate(STATE_SIZES):
+        folder = scratch / f"state-{n}"
+        write_manifests(folder, n)
+        with emulator("--latency-ms", "10", "--deploy-seconds", "0") as url:
+            took, written = asyncio.run(create_all(url, folder, stored=True))
+        with emulator("--latency-ms", "10", "--deploy-seconds", "0") as url:
+            ideal, _ = asyncio.run(create_all(url, folder, stored=False))
+        per_endpoint.append(written / n)
+        figure = f"{written / n:,.0f} B per endpoint ({written / 1e6:.1f} MB), {ms(took)}"
+        rows.append(
+            (MEASURES["state"][index], figure, "no state stored", ms(ideal), f"{took / ideal:.2f}x time")
+        )
+    spread = max(per_endpoint) / min(per_endpoint)
+    most, fewest = f"{max(per_endpoint):,.0f} B", f"{min(per_endpoint):,.0f} B"
+    rows.append((MEASURES["state"][-1], most, "the fewest", fewest, f"{spread:.2f}x (target: 1.5x)"))
+    return rows
+
+
+# -- environments (docs/environments.md) ---------------------------------------------------------
+
+
+def write_project(root: Path, urls: Sequence[str], base: Path, env: dict[str, str]) -> project.Project:
+    """A project of len(urls) environments over `base` (states in files), each with an overlay
+    that patches 10 endpoints, excludes one and adds one; their URLs' variables go into `env`."""
+    lines = [f"manifests: {base.relative_to(root)}", "environments:"]
+    for index, url in enumerate(urls):
+        name, overlay = f"env{index}", root / f"overlays/env{index}"
+        overlay.mkdir(parents=True)
+        for i in range(10):
+            (overlay / f"p{i}.yaml").write_text(
+                f"patch: bench-{i}\ntask_settings: {{max_tokens: {100 + index}}}\n"
+            )
+        (overlay / "x.yaml").write_text("exclude: [bench-10]\n")
+        (overlay / "own.yaml").write_text(anthropic(100_000 + index))
+        lines += [f"  {name}:", f"    connection: {{url_env: BENCH_{index}_URL}}"]
+        lines += [f"    state: file:{name}.json", f"    overlay: overlays/{name}"]
+        env[f"BENCH_{index}_URL"] = url
+    (root / "reconciler.yaml").write_text("\n".join(lines) + "\n")
+    return project.load(root / "reconciler.yaml")
+
+
+async def apply_env(target: Target, env: dict[str, str]) -> None:
+    """Apply an environment's manifests (the workflows' `execute`, unlocked): its plan is then empty."""
+    async with Elasticsearch(target.connection, max_connections=68) as es:
+        backend = backend_for(target.state, es, target.workspace)
+        planned, validation, cluster = await make_plan(es, backend, target.manifests(Path()), env=env)
+        assert planned is not None, validation.errors[:3]
+        options = ApplyOptions(parallelism=64, poll_interval=0.2)
+        result = await execute(es, backend, cluster, planned, env=env, reporter=Quiet(), options=options)
+        assert not result.failed
+
+
+async def plan_envs(chosen: project.Project, env: dict[str, str]) -> tuple[float, list[Any]]:
+    """`plan --all-envs`'s code path (rendering aside): seconds, and each environment's outcome."""
+
+    def work(target: Target) -> Any:
+        request = PlanRequest(target.manifests(Path()), detailed_exitcode=True)
+        return lambda es, backend: plan_workflow(es, backend, request, env=env)
+
+    started = time.perf_counter()
+    outcomes = await environments.across(chosen, work, {}, env, 120)
+    return time.perf_counter() - started, outcomes
+
+
+def requests_of(url: str, reset: bool = False) -> int:
+    count = int(httpx.get(f"{url}/_emulator/requests").json()["total"])
+    if reset:
+        httpx.delete(f"{url}/_emulator/requests").raise_for_status()
+    return count
+
+
+def all_envs(scratch: Path, endpoints: int, latency_ms: int) -> tuple[float, float, list[int], int]:
+    """Seconds of `plan --all-envs` over ENVS applied environments and of one alone, and the
+    requests each environment's plan cost in both."""
+    root, env = scratch / f"envs-{endpoints}", dict(PLACEHOLDERS)
+    write_manifests(root / "manifests", endpoints)
+    with contextlib.ExitStack() as stack:
+        options = ("--latency-ms", str(latency_ms), "--deploy-seconds", "0")
+        urls = [stack.enter_context(emulator(*options)) for _ in range(ENVS)]
+        every = write_project(root, urls, root / "manifests", env)
+        for environment in every.environments.values():
+            asyncio.run(apply_env(environments.target(environment, {}, env), env))
+        for url in urls:
+            requests_of(url, reset=True)
+        one = dataclasses.replace(every, environments={"env0": every.environments["env0"]})
+        alone = min(asyncio.run(plan_envs(one, env))[0] for _ in range(3))
+        single = requests_of(urls[0], reset=True) // 3
+        runs = [asyncio.run(plan_envs(every, env)) for _ in range(3)]
+        assert all(o.exit_code == 0 for _, outcomes in runs for o in outcomes), runs
+        return min(seconds for seconds, _ in runs), alone, [requests_of(url) // 3 for url in urls], single
+
+
+def environment_rows(scratch: Path) -> list[Row]:
+    took, alone, counts, single = all_envs(scratch, ENV_ENDPOINTS, 20)
+    waiting, waiting_alone, _, _ = all_envs(scratch, 20, 200)
+    baseline = "one environment's plan alone"
+    return [
+        (
+            MEASURES["environments"][0],
+            ms(took),
+            baseline,
+            ms(alone),
+            f"{took / alone:.2f}x time (target: 1.5x), {ENVS * alone / took:.1f}x faster than {ENVS} in turn",
+        ),
+        (
+            MEASURES["environments"][1],
+            f"{min(counts)} to {max(counts)}",
+            baseline,
+            str(single),
+            f"{max(counts) / single:.2f}x",
+        ),
+        (
+            MEASURES["environments"][2],
+            ms(waiting),
+            baseline,
+            ms(waiting_alone),
+            f"{waiting / waiting_alone:.2f}x time, {ENVS * waiting_alone / waiting:.1f}x faster than {ENVS} in turn",
+        ),
+        overlay_row(scratch),
+    ]
+
+
+def overlay_row(scratch: Path) -> Row:
+    """validate of one environment (the project read, the overlay applied) against the base alone."""
+    root, env = scratch / "overlays", dict(PLACEHOLDERS)
+    write_manifests(root / "manifests", VALIDATE_N)
+    write_project(root, [f"http://env{i}:9200" for i in range(ENVS)], root / "manifests", env)
+
+    def layered() -> None:
+        environment = project.load(root / "reconciler.yaml").environment("env3")
+        assert load(environments.manifests_of(environment), Version(9, 5), env).ok
+
+    plain, with_overlays = float("inf"), float("inf")
+    for _ in range(7):  # interleaved, so that a busy moment of the machine weighs on both alike
+        plain = min(plain, timed(lambda: load(root / "manifests", Version(9, 5), env)))
+        with_overlays = min(with_overlays, timed(layered))
+    overhead = (with_overlays - plain) / plain
+    return (
+        MEASURES["environments"][3],
+        ms(with_overlays),
+        "validate of the base manifests alone",
+        ms(plain),
+        f"{overhead:+.1%} time (target: under 10%)",
+    )
+
+
 def main() -> int:
     sections: list[tuple[str, Callable[[Path], list[Row]]]] = [
         ("validate", validate_rows),
         ("plan", plan_rows),
         ("apply", apply_rows),
         ("wait", wait_rows),
+        ("state", state_rows),
         ("emulator", lambda _: emulator_rows()),
+        ("environments", environment_rows),
     ]
     wanted = set(sys.argv[1:]) or set(MEASURES)
     if wanted - set(MEASURES):
