@@ -40,6 +40,7 @@ from reconciler.applier import (
 )
 from reconciler.catalog import Version
 from reconciler.client import Connection, Elasticsearch, ElasticsearchError
+from reconciler.lease import StoppedBySignalError, locked
 from reconciler.manifests import Validation, load
 from reconciler.overlays import Layers, Shared
 from reconciler.plan import PLAN_KEY_VARIABLE, Plan, PlanFormatError
@@ -68,7 +69,7 @@ from reconciler.session import (
     supported_version,
 )
 from reconciler.state import LockInfo, State, StateError
-from reconciler.storage import Backend, StoppedBySignalError, backend_for, locked
+from reconciler.storage import Backend, backend_for
 
 # -- what stops a workflow ---------------------------------------------------------------------
 

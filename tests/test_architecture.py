@@ -64,6 +64,7 @@ LAYERS = (
     ("reconciler.planner",),
     ("reconciler.views",),
     ("reconciler.plan",),
+    ("reconciler.lease",),
     ("reconciler.storage",),
     ("reconciler.client",),
     ("reconciler.connection",),

@@ -17,11 +17,12 @@ from reconciler import workflows
 from reconciler.applier import ApplyOptions
 from reconciler.client import Connection, Elasticsearch
 from reconciler.emulator import Emulator, EmulatorConfig
+from reconciler.lease import take_lock
 from reconciler.progress import LogReporter
 from reconciler.reports import ApplyReport, PlanReport, WorkflowError
 from reconciler.session import Planning
 from reconciler.state import LockInfo
-from reconciler.storage import FileBackend, take_lock
+from reconciler.storage import FileBackend
 
 ENV = {"ANTHROPIC_API_KEY": "sk-ant-workflows"}
 FAST = ApplyOptions(poll_interval=0.01)
