@@ -30,12 +30,20 @@ Handler = Callable[[Callable[..., Any], dict[str, Any], dict[str, Any]], Any]
 EnvOption = Annotated[
     str | None,
     typer.Option(
-        "--env", envvar="RECONCILER_ENV", help="An environment of the project file (its overlay, version)."
+        "--env",
+        envvar="RECONCILER_ENV",
+        metavar="NAME",
+        help="An environment of the project file (its overlay, version).",
     ),
 ]
 ProjectOption = Annotated[
     Path,
-    typer.Option("--project", envvar="RECONCILER_PROJECT", help="The project file naming the environments."),
+    typer.Option(
+        "--project",
+        envvar="RECONCILER_PROJECT",
+        metavar="FILE",
+        help="The project file naming the environments.",
+    ),
 ]
 AllEnvs = Annotated[
     bool,
@@ -239,7 +247,9 @@ To = Annotated[str, typer.Argument(metavar="TO", help="The environment promoted 
 
 
 def render(
-    env: Annotated[str, typer.Option("--env", envvar="RECONCILER_ENV", help="The environment to render.")],
+    env: Annotated[
+        str, typer.Option("--env", envvar="RECONCILER_ENV", metavar="NAME", help="The environment to render.")
+    ],
     project: ProjectOption = DEFAULT_PROJECT,
 ) -> None:
     """Print an environment's manifests after its overlay (secrets as references), for review."""

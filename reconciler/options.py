@@ -34,9 +34,11 @@ def option(default: Any, help: str, *flags: str, kind: Any = None, **extra: Any)
 
 
 EMULATOR: dict[str, Row] = {
-    "host": option("127.0.0.1", "Address to listen on."),
+    "host": option("127.0.0.1", "Address to listen on.", metavar="ADDRESS"),
     "port": option(9200, "Port to listen on (0 picks a free one)."),
-    "version": option("9.5.0", "Elasticsearch version to emulate: 8.16.x to 8.19.x, or 9.0.x to 9.5.x."),
+    "version": option(
+        "9.5.0", "Elasticsearch version to emulate: 8.16.x to 8.19.x, or 9.0.x to 9.5.x.", metavar="VERSION"
+    ),
     "latency_ms": option(0.0, "Latency added to every request, in milliseconds."),
     "fault_rate": option(0.0, "Share of requests answered 429 or 503 without being applied (0 to 1)."),
     "fault_seed": option(0, "Seed of the fault injection, for repeatable runs."),
@@ -63,15 +65,22 @@ EMULATOR: dict[str, Row] = {
     "max_put_wait": option(
         30.0, "Seconds a PUT of an in-cluster endpoint waits at most before answering 408."
     ),
-    "fail_models": option(None, "Deployments of this model fail (repeatable).", "--fail-model", kind=_MANY),
-    "api_key": option(None, "Require `Authorization: ApiKey <this>`; without it none is needed.", kind=_STR),
-    "data_dir": option(None, "Persist the cluster here across restarts (default: in memory).", kind=_PATH),
+    "fail_models": option(
+        None, "Deployments of this model fail (repeatable).", "--fail-model", kind=_MANY, metavar="MODEL"
+    ),
+    "api_key": option(
+        None, "Require `Authorization: ApiKey <this>`; without it none is needed.", kind=_STR, metavar="KEY"
+    ),
+    "data_dir": option(
+        None, "Persist the cluster here across restarts (default: in memory).", kind=_PATH, metavar="DIR"
+    ),
     "eis": option(False, "Also list the preconfigured EIS (`elastic` service) endpoints."),
     "trained_models": option(
         None,
         "A model uploaded with eland, as MODEL_ID[:TASK_TYPE] (default text_embedding; repeatable).",
         "--trained-model",
         kind=_MANY,
+        metavar="MODEL",
     ),
 }
 
@@ -158,19 +167,29 @@ COMMON: dict[str, Row] = {
     "header": option(
         None, "Extra HTTP header sent with every request (repeatable).", kind=_MANY, metavar="'NAME: VALUE'"
     ),
-    "state": option("cluster", "Where the state lives: cluster, or file:PATH.", envvar="RECONCILER_STATE"),
-    "workspace": option("default", "State workspace (one state each).", envvar="RECONCILER_WORKSPACE"),
+    "state": option(
+        "cluster", "Where the state lives: cluster, or file:PATH.", envvar="RECONCILER_STATE", metavar="WHERE"
+    ),
+    "workspace": option(
+        "default", "State workspace (one state each).", envvar="RECONCILER_WORKSPACE", metavar="NAME"
+    ),
     # --env: the project file's environment replaces the connection, state and workspace options.
     "env": option(
         None,
         "An environment of the project file (its connection, state, version, overlay).",
         envvar="RECONCILER_ENV",
         kind=_STR,
+        metavar="NAME",
     ),
     "project": option(
-        Path("reconciler.yaml"), "The project file naming the environments.", envvar="RECONCILER_PROJECT"
+        Path("reconciler.yaml"),
+        "The project file naming the environments.",
+        envvar="RECONCILER_PROJECT",
+        metavar="FILE",
     ),
-    "log_format": option("console", "Logs on stderr: console or json.", envvar="RECONCILER_LOG_FORMAT"),
+    "log_format": option(
+        "console", "Logs on stderr: console or json.", envvar="RECONCILER_LOG_FORMAT", metavar="FORMAT"
+    ),
     "no_color": option(False, NO_COLOR_HELP, "--no-color"),
 }
 
@@ -194,8 +213,10 @@ EMULATOR_RANGES: dict[str, tuple[float, float | None]] = {
 
 
 PLANNING: dict[str, Row] = {
-    "target": option(None, "Only this endpoint (repeatable).", kind=_MANY),
-    "replace": option(None, "Replace this endpoint even if unchanged (repeatable).", kind=_MANY),
+    "target": option(None, "Only this endpoint (repeatable).", kind=_MANY, metavar="ID"),
+    "replace": option(
+        None, "Replace this endpoint even if unchanged (repeatable).", kind=_MANY, metavar="ID"
+    ),
     "refresh_only": option(False, "Only accept the cluster's values into the state.", "--refresh-only"),
     "destroy": option(False, "Delete every managed endpoint.", "--destroy"),
     "allow_referenced": option(

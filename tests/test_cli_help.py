@@ -84,6 +84,12 @@ def test_a_flag_shows_no_value_and_an_option_a_word(
                 continue  # shown beside its short form, checked above
             if getattr(param, "is_flag", False):
                 assert row[1] is None or not row[1].strip().isupper(), f"{name} is a flag: {row[0]!r}"
+            else:  # a word that says what goes there (`--state WHERE`), not typer's type name
+                assert row[1] is not None, f"{name} shows no value: {row[0]!r}"
+                assert row[1].strip() not in GENERIC, f"{name}: {row[0]!r}"
+
+
+GENERIC = {"TEXT", "INTEGER", "FLOAT", "PATH", "BOOLEAN"}
 
 
 @pytest.mark.parametrize("path", list(EVERY), ids=IDS)
