@@ -106,6 +106,9 @@ class Backend(Protocol):
 
     async def current_lock(self) -> LockInfo | None: ...
 
+    async def others(self) -> dict[str, State]:
+        """The states of the other workspaces beside this one that manage the same cluster."""
+
 
 # -- the file backend --------------------------------------------------------------------------
 
@@ -117,6 +120,10 @@ class FileBackend:
         self.path = path
         self.lock_path = path.with_name(path.name + ".lock")
         self.name = f"file:{path}"
+
+    async def others(self) -> dict[str, State]:
+        # A state file records no cluster: files beside it may be other clusters' (staging, prod).
+        return {}
 
     async def read(self) -> Snapshot:
         try:
@@ -254,6 +261,7 @@ class Position:
 
 
 JOURNAL_READ_WINDOW = 16  # journal documents read at once
+MOST_WORKSPACES = 1000  # states listed by `others` (a search returns at most this many hits)
 
 
 class ClusterBackend:
@@ -275,6 +283,22 @@ class ClusterBackend:
 
     def journal_id(self, lineage: str, serial: int, k: int) -> str:
         return f"journal-{self.workspace}-{lineage}-{serial}-{k}"
+
+    async def others(self) -> dict[str, State]:
+        """Every other workspace's state in the index: one search for the snapshots (a URI search,
+        a GET, so that a plan still only reads), then each read as its backend reads it."""
+        response = await self.es.request(
+            "GET",
+            f"/{self.index}/_search",
+            params={"q": "kind:state", "_source": "false", "size": str(MOST_WORKSPACES)},
+            ok=(404,),  # no state index yet: no workspace at all
+        )
+        if response.status == 404:
+            return {}
+        ids = [str(hit["_id"]) for hit in response.body["hits"]["hits"]]
+        names = sorted(i.removeprefix("state-") for i in ids if i.startswith("state-") and i != self.state_id)
+        snapshots = await asyncio.gather(*(ClusterBackend(self.es, n, self.index).read() for n in names))
+        return {n: snap.state for n, snap in zip(names, snapshots, strict=True) if snap.state is not None}
 
     async def read(self) -> Snapshot:
         while True:

@@ -6,44 +6,27 @@ other's. `plan` warns of each such endpoint its changes would create, update, re
 adopt; `apply` refuses them without the flag, and `apply PLANFILE` checks again with the flag the
 saved plan carries (`allow_takeover`), since another workspace may have applied meanwhile.
 
-Only the cluster state backend can tell: its state documents live in the cluster itself, so a
-search of `reconciler-state` for documents of kind `state` (`q=kind:state`) lists every workspace there, and each
-is read as its own backend reads it (snapshot with its journal replayed). A `file:` state records
-no cluster — other workspaces' files beside it may be for other clusters — so it is not checked.
+Only the cluster state backend can tell (`Backend.others`): its state documents live in the
+cluster itself. A `file:` state records no cluster — other workspaces' files beside it may be for
+other clusters — so it is not checked.
 """
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 from collections.abc import Mapping, Sequence
 
 from reconciler.plan import Action, Plan
-from reconciler.storage import Backend, ClusterBackend
+from reconciler.storage import Backend
 
 TOUCHING = (Action.CREATE, Action.UPDATE, Action.REPLACE, Action.DELETE, Action.ADOPT)
-_MOST_WORKSPACES = 1000
 
 
 async def other_workspaces(backend: Backend) -> dict[str, tuple[str, ...]]:
     """Each endpoint id that another workspace's state on this cluster manages, and which ones."""
-    if not isinstance(backend, ClusterBackend):
-        return {}
-    # A URI search: a GET, so that a plan still sends nothing but reads.
-    response = await backend.es.request(
-        "GET",
-        f"/{backend.index}/_search",
-        params={"q": "kind:state", "_source": "false", "size": str(_MOST_WORKSPACES)},
-        ok=(404,),  # no state index yet: no workspace at all
-    )
-    if response.status == 404:
-        return {}
-    ids = [str(hit["_id"]) for hit in response.body["hits"]["hits"]]
-    names = sorted(i.removeprefix("state-") for i in ids if i.startswith("state-") and i != backend.state_id)
-    snapshots = await asyncio.gather(*(ClusterBackend(backend.es, n, backend.index).read() for n in names))
     found: dict[str, tuple[str, ...]] = {}
-    for name, snapshot in zip(names, snapshots, strict=True):
-        for inference_id in snapshot.state.endpoints if snapshot.state is not None else ():
+    for name, state in sorted((await backend.others()).items()):
+        for inference_id in state.endpoints:
             found[inference_id] = (*found.get(inference_id, ()), name)
     return found
 

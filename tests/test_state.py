@@ -93,6 +93,23 @@ async def test_workspaces_are_separate(make_backend: Callable[[str], Backend]) -
     assert (await staging.read()).state is None
 
 
+async def test_others_are_the_other_workspaces_on_this_cluster(
+    make_backend: Callable[[str], Backend],
+) -> None:
+    """The takeover guard's input: the cluster backend lists every other workspace's state (its
+    journal replayed); a state file records no cluster, so it lists none."""
+    mine, theirs = make_backend("default"), make_backend("staging")
+    assert await mine.others() == {}  # no state index yet
+    await theirs.write(State.new("staging").with_endpoint("claude", RECORD).bumped(), None)
+    await mine.write(State.new("default").bumped(), None)
+    others = await mine.others()
+    if isinstance(mine, ClusterBackend):
+        assert set(others) == {"staging"}
+        assert set(others["staging"].endpoints) == {"claude"}
+    else:
+        assert others == {}
+
+
 async def test_lock_held_by_other_expiry_and_unlock(make_backend: Callable[[str], Backend]) -> None:
     backend = make_backend("default")
     assert await backend.current_lock() is None
