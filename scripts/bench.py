@@ -28,7 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -141,21 +141,27 @@ async def apply_all(
     """Plan and apply the manifests in folder with the library (the workflows' `execute`, unlocked);
     returns the result and the seconds the apply itself took (the plan before it not included)."""
     async with Elasticsearch(Connection(urls=(url,)), max_connections=parallelism + 4) as es:
-        backend = FileBackend(state_path)
-        planned, validation, cluster = await make_plan(es, backend, folder, env=PLACEHOLDERS)
-        assert planned is not None, validation.errors[:3]
         options = ApplyOptions(parallelism=parallelism, poll_interval=0.2)
-        started = time.perf_counter()
-        result = await execute(
-            es,
-            backend,
-            cluster,
-            planned,
-            env=PLACEHOLDERS,
-            reporter=reporter or CountingReporter(),
-            options=options,
+        return await plan_and_execute(
+            es, FileBackend(state_path), folder, PLACEHOLDERS, reporter or CountingReporter(), options
         )
-        return result, time.perf_counter() - started
+
+
+async def plan_and_execute(
+    es: Elasticsearch,
+    backend: Any,
+    manifests: Any,
+    env: Mapping[str, str],
+    reporter: Any,
+    options: ApplyOptions,
+) -> tuple[Any, float]:
+    """Plan the manifests, then carry the plan out as apply does (`execute`, unlocked): the result,
+    and the seconds the execution took (the plan before it not included)."""
+    planned, validation, cluster = await make_plan(es, backend, manifests, env=env)
+    assert planned is not None, validation.errors[:3]
+    started = time.perf_counter()
+    result = await execute(es, backend, cluster, planned, env=env, reporter=reporter, options=options)
+    return result, time.perf_counter() - started
 
 
 # -- rows --------------------------------------------------------------------------------------
@@ -378,19 +384,7 @@ async def create_all(url: str, folder: Path, stored: bool) -> tuple[float, int]:
     transport = StateBytes(12)
     async with Elasticsearch(Connection(urls=(url,)), transport=transport, max_connections=12) as es:
         backend: Any = ClusterBackend(es, "default") if stored else NoState()
-        planned, validation, cluster = await make_plan(es, backend, folder, env=PLACEHOLDERS)
-        assert planned is not None, validation.errors[:3]
-        started = time.perf_counter()
-        result = await execute(
-            es,
-            backend,
-            cluster,
-            planned,
-            env=PLACEHOLDERS,
-            reporter=Quiet(),
-            options=ApplyOptions(),
-        )
-        took = time.perf_counter() - started
+        result, took = await plan_and_execute(es, backend, folder, PLACEHOLDERS, Quiet(), ApplyOptions())
         assert not result.failed, result.failed[:3]
         return took, transport.written
 
@@ -446,10 +440,8 @@ async def apply_env(target: Target, env: dict[str, str]) -> None:
     """Apply an environment's manifests (the workflows' `execute`, unlocked): its plan is then empty."""
     async with Elasticsearch(target.connection, max_connections=68) as es:
         backend = backend_for(target.state, es, target.workspace)
-        planned, validation, cluster = await make_plan(es, backend, target.manifests(Path()), env=env)
-        assert planned is not None, validation.errors[:3]
         options = ApplyOptions(parallelism=64, poll_interval=0.2)
-        result = await execute(es, backend, cluster, planned, env=env, reporter=Quiet(), options=options)
+        result, _ = await plan_and_execute(es, backend, target.manifests(Path()), env, Quiet(), options)
         assert not result.failed
 
 

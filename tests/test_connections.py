@@ -247,9 +247,9 @@ class TlsFront:
                 conn, _ = self.sock.accept()
             except TimeoutError:
                 continue
-            threading.Thread(target=self._relay, args=(conn,), daemon=True).start()
+            threading.Thread(target=self._front, args=(conn,), daemon=True).start()
 
-    def _relay(self, conn: socket.socket) -> None:
+    def _front(self, conn: socket.socket) -> None:
         conn.settimeout(10)
         self.handshakes += 1
         try:
@@ -264,7 +264,7 @@ class TlsFront:
             socket.create_connection((self.upstream.host, self.upstream.port)) as plain,
             contextlib.suppress(OSError),
         ):
-            _pipe(tls, plain)
+            _relay(tls, plain)
 
     def close(self) -> None:
         self.stopped.set()
@@ -272,18 +272,21 @@ class TlsFront:
         self.sock.close()
 
 
-def _pipe(tls: ssl.SSLSocket, plain: socket.socket) -> None:
+def _relay(one: socket.socket, other: socket.socket) -> None:
+    """Bytes both ways until a side closes or both are idle for 10 s; a TLS side's decrypted bytes
+    still buffered after a read (`pending`) are passed on too."""
     while True:
-        ready, _, _ = select.select([tls, plain], [], [], 10)
+        ready, _, _ = select.select([one, other], [], [], 10)
         if not ready:
             return
         for side in ready:
             data = side.recv(65536)
             if not data:
                 return
-            (plain if side is tls else tls).sendall(data)
-        while tls.pending():
-            plain.sendall(tls.recv(65536))
+            to = other if side is one else one
+            to.sendall(data)
+            while isinstance(side, ssl.SSLSocket) and side.pending():
+                to.sendall(side.recv(65536))
 
 
 @pytest.fixture(scope="module")
@@ -500,22 +503,10 @@ class _ProxyHandler(BaseHTTPRequestHandler):
             self.end_headers()
             self.close_connection = True
             with contextlib.suppress(OSError):
-                _tunnel(self.connection, upstream)
+                _relay(self.connection, upstream)
 
     def log_message(self, format: str, *args: object) -> None:
         pass
-
-
-def _tunnel(one: socket.socket, other: socket.socket) -> None:
-    while True:
-        ready, _, _ = select.select([one, other], [], [], 10)
-        if not ready:
-            return
-        for side in ready:
-            data = side.recv(65536)
-            if not data:
-                return
-            (other if side is one else one).sendall(data)
 
 
 @pytest.fixture

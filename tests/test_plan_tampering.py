@@ -346,6 +346,19 @@ async def test_a_replace_of_a_prevent_destroy_endpoint_is_refused_whatever_the_p
     assert "prevent_destroy (the state's record) forbids this replace" in await project.refused(planfile)
 
 
+async def _create_theirs(project: Project) -> None:
+    """`theirs`: an endpoint made in the cluster by someone else, which the tool does not manage."""
+    await project.es(
+        "PUT",
+        "/_inference/completion/theirs",
+        {
+            "service": "anthropic",
+            "service_settings": {"api_key": "x", "model_id": "claude-3-5-sonnet-20240620"},
+            "task_settings": {"max_tokens": 5},
+        },
+    )
+
+
 @pytest.mark.parametrize(
     ("inference_id", "task_type", "why"),
     [
@@ -357,15 +370,7 @@ async def test_an_appended_delete_of_an_endpoint_the_tool_does_not_manage_is_ref
     tmp_path: Path, inference_id: str, task_type: str, why: str
 ) -> None:
     project = await managed(tmp_path)
-    await project.es(
-        "PUT",
-        "/_inference/completion/theirs",
-        {
-            "service": "anthropic",
-            "service_settings": {"api_key": "x", "model_id": "claude-3-5-sonnet-20240620"},
-            "task_settings": {"max_tokens": 5},
-        },
-    )
+    await _create_theirs(project)
     planfile = await project.save()
     assert inference_id in {u["inference_id"] for u in json.loads(planfile.read_text())["unmanaged"]}
 
@@ -387,15 +392,7 @@ async def test_an_appended_delete_with_a_desired_body_is_refused(tmp_path: Path)
     """A desired body does not make a delete of an unmanaged endpoint one the planner makes."""
     project = await managed(tmp_path)
     project.write("theirs.yaml", claude("theirs"))
-    await project.es(
-        "PUT",
-        "/_inference/completion/theirs",
-        {
-            "service": "anthropic",
-            "service_settings": {"api_key": "x", "model_id": "claude-3-5-sonnet-20240620"},
-            "task_settings": {"max_tokens": 5},
-        },
-    )
+    await _create_theirs(project)
     planfile = await project.save()
 
     def delete_theirs(data: dict[str, Any]) -> None:
