@@ -20,7 +20,7 @@ import typer
 
 from reconciler import __version__, cli_envs
 from reconciler import options as cli_options
-from reconciler.cli_base import Commands, table, with_options
+from reconciler.cli_base import Commands, run_async, table, with_options
 
 if TYPE_CHECKING:
     from reconciler.client import Elasticsearch
@@ -247,12 +247,10 @@ def _stopped() -> Iterator[None]:
 
 def _run(common: Common, work: Callable[[Elasticsearch, Backend], Awaitable[T]], parallelism: int = 8) -> T:
     """Run the work on the command's cluster and state."""
-    import asyncio
-
     from reconciler.workflows import run
 
     with _stopped():
-        return asyncio.run(run(common.target, work, parallelism))
+        return run_async(run(common.target, work, parallelism))
 
 
 # -- plan, show, drift --------------------------------------------------------------------------

@@ -22,6 +22,7 @@ from typing import Annotated, Any, NoReturn, TypeVar
 import typer
 
 from reconciler import options as cli_options
+from reconciler.cli_base import run_async
 
 F = TypeVar("F", bound=Callable[..., Any])
 T = TypeVar("T")
@@ -206,9 +207,7 @@ def _run_all(what: str, kwargs: dict[str, Any], seconds: float) -> NoReturn:
         def work(target: workflows.Target) -> Any:
             return workflows.drift
 
-    import asyncio  # here, not at the top: 30 ms that `--help` should not pay
-
-    outcomes = asyncio.run(environments.across(proj, work, kwargs, os.environ, seconds))
+    outcomes = run_async(environments.across(proj, work, kwargs, os.environ, seconds))
     if kwargs["as_json"]:
         typer.echo(environments.as_json(outcomes, what), nl=False)
     elif kwargs["as_markdown"]:
