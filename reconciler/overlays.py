@@ -30,10 +30,12 @@ KINDS = ("patch", "exclude", "inference_id")
 @dataclass
 class Shared:
     """What environments read together share (`plan --all-envs`): each base folder is read once,
-    and each of its documents validated once per version (`manifests.load_documents`)."""
+    each of its documents validated once per version (`manifests.load_documents`), and what the
+    planner derives from each manifest taken once per version (`planner.Memo`)."""
 
     bases: dict[Path, tuple[list[Document | ManifestError], int]] = field(default_factory=dict)
     checked: dict[tuple[int, str, int], Any] = field(default_factory=dict)
+    planned: dict[Any, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

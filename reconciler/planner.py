@@ -25,8 +25,8 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import quote
 
-from reconciler import catalog
-from reconciler.catalog import Service, Version
+from reconciler import catalog, updates
+from reconciler.catalog import Version
 from reconciler.model import Desired
 from reconciler.plan import (
     Action,
@@ -64,6 +64,38 @@ class Live:
 
 
 @dataclass(frozen=True)
+class Derived:
+    """What the planner takes from a manifest alone, on a version: the endpoint as the server will
+    echo it (`views.expected_view`), the PUT that creates it, and its lifecycle options."""
+
+    want: dict[str, Any]
+    shown: dict[str, Any]  # `want` with (sensitive) at each secret path: a plan's `after`
+    put: Request
+    lifecycle: dict[str, Any]
+
+
+# Derived per (manifest, version), for plans that share manifests: the environments of `plan
+# --all-envs` share most of their base (`overlays.Shared.planned`). Each Desired is kept beside
+# what was derived from it, so that its id stays its own.
+Memo = dict[tuple[int, Version], tuple[Desired, Derived]]
+
+
+def derive(desired: Desired, version: Version, memo: Memo | None = None) -> Derived:
+    key = (id(desired), version)
+    if memo is not None and key in memo:
+        return memo[key][1]
+    want = expected_view(desired, version)
+    shown = {
+        **want,
+        "service_settings": with_secrets(want["service_settings"], dict.fromkeys(desired.secrets, REDACTED)),
+    }
+    made = Derived(want, shown, _put(desired, version), desired.lifecycle.model_dump(mode="json"))
+    if memo is not None:
+        memo[key] = (desired, made)
+    return made
+
+
+@dataclass(frozen=True)
 class Options:
     targets: frozenset[str] = frozenset()
     replace: frozenset[str] = frozenset()
@@ -74,8 +106,15 @@ class Options:
 # -- planning ----------------------------------------------------------------------------------
 
 
-def plan(desired: Sequence[Desired], live: Live, prior: State | None, options: Options = Options()) -> Plan:
-    """The changes that make the cluster match the manifests (or, with refresh_only, the state the cluster)."""
+def plan(
+    desired: Sequence[Desired],
+    live: Live,
+    prior: State | None,
+    options: Options = Options(),
+    memo: Memo | None = None,
+) -> Plan:
+    """The changes that make the cluster match the manifests (or, with refresh_only, the state the
+    cluster); `memo` keeps what is derived from each manifest across plans that share them."""
     state = prior or State("", 0, "default", "")
     wanted = {d.inference_id: d for d in desired}
     managed = sorted(set(wanted) | set(state.endpoints))
@@ -89,8 +128,10 @@ def plan(desired: Sequence[Desired], live: Live, prior: State | None, options: O
     for inference_id in managed:
         if options.targets and inference_id not in options.targets and inference_id not in options.replace:
             continue
+        found = wanted.get(inference_id)
+        derived = derive(found, live.version, memo) if found is not None else None
         change = _plan_one(
-            inference_id, wanted.get(inference_id), live.endpoints.get(inference_id), state, live, options
+            inference_id, found, derived, live.endpoints.get(inference_id), state, live, options
         )
         if change is not None:
             changes.append(change)
@@ -116,13 +157,15 @@ def plan(desired: Sequence[Desired], live: Live, prior: State | None, options: O
 def _plan_one(
     inference_id: str,
     desired: Desired | None,
+    derived: Derived | None,
     live: Mapping[str, Any] | None,
     state: State,
     cluster: Live,
     options: Options,
 ) -> Change | None:
     record = state.endpoints.get(inference_id)
-    template = start(inference_id, live, desired or record, _lifecycle(desired, record))
+    lifecycle = derived.lifecycle if derived is not None else dict(record.lifecycle) if record else {}
+    template = start(inference_id, live, desired or record, lifecycle)
     have = template.before
     if have is None and record is not None and (desired is None or options.refresh_only or options.destroy):
         # Gone from the cluster and not to be created: the state lets go of it.
@@ -147,9 +190,8 @@ def _plan_one(
             requests=(delete_request(template.inference_id, template.live_task_type),),
         )
     secrets = _planned_secrets(desired, state)
-    return towards(
-        template, desired, have, record, secrets, cluster.version, _cause(desired, record, cluster, options)
-    )
+    cause = _cause(desired, record, cluster, options)
+    return towards(template, desired, have, record, secrets, cluster.version, cause, derived)
 
 
 def start(
@@ -198,24 +240,16 @@ def towards(
     secrets: Mapping[str, PlannedSecret],
     version: Version,
     cause: str | None = None,
+    derived: Derived | None = None,
 ) -> Change:
-    """The change that brings an endpoint of the manifests from `have` (None: absent) to `desired`,
-    its secrets as planned; `cause` (`forced`, `tainted`) makes an existing endpoint a replace.
-    The re-check of a saved plan (`plancheck`) rebuilds its changes with it."""
+    """The change, made from `start`'s no-op, that brings an endpoint of the manifests from `have`
+    (None: absent) to `desired`, its secrets as planned; `cause` (`forced`, `tainted`) makes an
+    existing endpoint a replace. The re-check of a saved plan (`plancheck`) rebuilds its changes
+    with it."""
     service = catalog.SERVICES[desired.written_service]
-    want = expected_view(desired, version)
-    put = _put(desired, version)
-    template = replace(
-        template,
-        task_type=desired.task_type,
-        service=desired.service,
-        after=_redacted(want, secrets, record if have is not None else None, changed=have is not None),
-        wait=service.deploys_model,
-        deployment_id=_deployment_of(desired) if service.deploys_model else None,
-        wait_timeout=desired.wait_timeout,
-        desired=put.body,
-        secrets=secrets,
-    )
+    derived = derived or derive(desired, version)
+    want, put = derived.want, derived.put
+    template = _aimed(template, desired, derived, secrets, record if have is not None else None)
     if have is None:
         reason = "missing-from-cluster" if record is not None else "new"
         return replace(template, action=Action.CREATE, reasons=(reason,), requests=(put,))
@@ -224,9 +258,11 @@ def towards(
         reasons.insert(0, cause)
     if not reasons:
         return _recorded(template, record)
-    blocking = tuple(d.path for d in diff if not _updatable(service, desired.task_type, d, version))
+    blocking = tuple(d.path for d in diff if not updates.updatable(service, desired.task_type, d, version))
     assert put.body is not None
-    body = _update_body(desired, put.body, service, [d.path for d in diff], template.before or {}, version)
+    body = updates.update_body(
+        desired, put.body, service, [d.path for d in diff], template.before or {}, version
+    )
     # An update that would reset the chunking is a replace (kept under a cause, for plancheck).
     extra: list[str] = []
     paths = blocking
@@ -243,6 +279,33 @@ def towards(
         reasons=tuple(reasons),
         diff=tuple(diff),
         requests=(update,) if body else (),
+    )
+
+
+def _aimed(
+    template: Change,
+    desired: Desired,
+    derived: Derived,
+    secrets: Mapping[str, PlannedSecret],
+    record: EndpointRecord | None,
+) -> Change:
+    """`start`'s no-op with what the manifest asks for; `record` only for an endpoint that exists.
+    Built anew rather than replaced: a plan makes one per endpoint."""
+    deploys = catalog.SERVICES[desired.written_service].deploys_model
+    return Change(
+        inference_id=template.inference_id,
+        task_type=desired.task_type,
+        service=desired.service,
+        action=Action.NO_OP,
+        before=template.before,
+        fingerprint=template.fingerprint,
+        lifecycle=template.lifecycle,
+        after=_redacted(derived, secrets, record, changed=template.before is not None),
+        wait=deploys,
+        deployment_id=_deployment_of(desired) if deploys else None,
+        wait_timeout=desired.wait_timeout,
+        desired=derived.put.body,
+        secrets=secrets,
     )
 
 
@@ -280,11 +343,13 @@ def _causes(
     secrets: Mapping[str, PlannedSecret],
 ) -> tuple[list[DiffEntry], list[str]]:
     """The field diff (secrets included) from live to desired, and the reasons behind it."""
+    ignore = desired.lifecycle.ignore_changes
+    secret_diff, secret_reasons = _secret_changes(record, secrets, ignore)
+    if want == have:  # the common case: every path equal, nothing for `differences` to find
+        return secret_diff, secret_reasons
     requested = record.requested if record is not None else {}
     owned = set(flatten(requested))
-    ignore = desired.lifecycle.ignore_changes
     diff = differences(want, have, owned=owned, skip=dynamic_paths(want) | dynamic_paths(have), ignore=ignore)
-    secret_diff, secret_reasons = _secret_changes(record, secrets, ignore)
     reasons: list[str] = []
     if diff:
         if record is None or differences(
@@ -337,86 +402,6 @@ def _deployment_of(desired: Desired) -> str:
     )
 
 
-def _update_body(
-    desired: Desired,
-    request: Mapping[str, Any],
-    service: Service,
-    paths: Sequence[str],
-    live: Mapping[str, Any],
-    version: Version,
-) -> dict[str, Any]:
-    """What `_update` needs for this change on this version: only what it can and must change.
-
-    service is never sent; merged-style task_settings are sent whole (the server replaces them),
-    with ignored paths filled from the cluster; up to 9.4 any service_settings object is read as
-    new secrets, so the secrets are resent whenever service_settings is sent. `request` is the
-    PUT body (secrets as references), from which the parts sent are taken.
-    """
-    newest = version.at_least(9, 5)
-    body: dict[str, Any] = {}
-    settings = (
-        _allocation_settings(request["service_settings"], paths, newest)
-        if service.deploys_model
-        else _external_settings(desired, request["service_settings"], paths, newest)
-    )
-    if settings:
-        body["service_settings"] = settings
-    if any(p.startswith("task_settings.") or p == "task_settings" for p in paths):
-        task = dict(request.get("task_settings") or {})
-        current = live.get("task_settings") or {}
-        for ignored_path in desired.lifecycle.ignore_changes:
-            section, _, name = ignored_path.partition(".")
-            if section == "task_settings" and name in current:
-                task[name] = current[name]
-        body["task_settings"] = task
-    if newest and any(p.startswith("chunking_settings") for p in paths) and "chunking_settings" in request:
-        body["chunking_settings"] = request["chunking_settings"]
-    return body
-
-
-def _allocation_settings(wanted: Mapping[str, Any], paths: Sequence[str], newest: bool) -> dict[str, Any]:
-    """An in-cluster deployment's _update changes its allocations only."""
-    if newest and any(p.startswith("service_settings.adaptive_allocations") for p in paths):
-        return {"adaptive_allocations": wanted.get("adaptive_allocations")}
-    if "service_settings.num_allocations" in paths:
-        return {"num_allocations": wanted.get("num_allocations")}
-    return {}
-
-
-def _external_settings(
-    desired: Desired, wanted: Mapping[str, Any], paths: Sequence[str], newest: bool
-) -> dict[str, Any]:
-    secret_paths = {f"service_settings.{p}" for p in desired.secrets}
-    settings: dict[str, Any] = {}
-    if newest:
-        for path in paths:
-            if path.startswith("service_settings.") and path not in secret_paths:
-                name = path.split(".")[1]
-                settings[name] = wanted.get(name)
-    if any(p in secret_paths for p in paths) or (settings and not newest):
-        # The catalog's secrets go together; a value from a reference in any other field (a
-        # `model_id: ${...}`) only when it changed: the server refuses what it cannot update.
-        references = {
-            p: r
-            for p, r in desired.secret_references.items()
-            if p.split(".")[0] in catalog.SECRET_FIELD_NAMES or f"service_settings.{p}" in paths
-        }
-        settings = with_secrets(settings, references)
-    return settings
-
-
-def _updatable(service: Service, task_type: str, entry: DiffEntry, version: Version) -> bool:
-    if entry.path in ("task_type", "service"):
-        return False
-    if (
-        entry.after is None
-        and entry.path.startswith("task_settings.")
-        and service.task_settings_update == "merge"
-    ):
-        return False  # a merging _update cannot remove a key
-    return catalog.updatable_in_place(service, task_type, entry.path, version)
-
-
 def _healthy(desired: Desired, cluster: Live) -> bool:
     stats = cluster.deployments.get(_deployment_of(desired))
     return catalog.deployment_health(stats)[0] == "done"
@@ -450,12 +435,12 @@ def _secret_changes(
 
 
 def _redacted(
-    view: Mapping[str, Any],
+    derived: Derived,
     secrets: Mapping[str, PlannedSecret],
     record: EndpointRecord | None,
     *,
     changed: bool,
-) -> dict[str, Any]:
+) -> Mapping[str, Any]:
     """The expected view with each secret per key: (sensitive), or (sensitive, changed) when it
     differs from (or is unknown to) the state on an endpoint that exists."""
     known = record.secret_digests if record is not None else {}
@@ -463,6 +448,9 @@ def _redacted(
         path: REDACTED_CHANGED if changed and known.get(path) != planned.digest else REDACTED
         for path, planned in secrets.items()
     }
+    if REDACTED_CHANGED not in marks.values():
+        return derived.shown
+    view = derived.want
     return {**view, "service_settings": with_secrets(view["service_settings"], marks)}
 
 
@@ -481,12 +469,6 @@ def _ignore(desired: Desired | None, record: EndpointRecord | None) -> tuple[str
     if desired is not None:
         return desired.lifecycle.ignore_changes
     return tuple((record.lifecycle if record is not None else {}).get("ignore_changes", ()))
-
-
-def _lifecycle(desired: Desired | None, record: EndpointRecord | None) -> dict[str, Any]:
-    if desired is not None:
-        return desired.lifecycle.model_dump(mode="json")
-    return dict(record.lifecycle) if record is not None else {}
 
 
 def _prevent_destroy_errors(changes: Sequence[Change], wanted: Mapping[str, Desired]) -> list[str]:

@@ -134,8 +134,10 @@ def _shown(endpoint: Mapping[str, Any], state: State | None) -> Mapping[str, Any
     from a reference (a `model_id: ${...}`) is masked at the secret paths the state records."""
     record = state.endpoints.get(str(endpoint.get("inference_id"))) if state is not None else None
     settings = endpoint.get("service_settings")
-    if state is None or record is None or not record.secret_digests or not isinstance(settings, Mapping):
+    if state is None or record is None or not isinstance(settings, Mapping):
         return endpoint
+    if not any(path.partition(".")[0] in settings for path in record.secret_digests):
+        return endpoint  # the usual case: the server echoes no secret (api_key never)
     return {**endpoint, "service_settings": masked(settings, record.secret_digests, state.salt)}
 
 
@@ -190,7 +192,11 @@ async def make_plan(
         if r.tainted and i in cluster.endpoints
     ]
     deployments = await es.deployment_stats([catalog.deployment_id(e) for e in tainted]) if tainted else {}
-    planned = planner.plan(validation.endpoints, cluster.live(es.url, deployments), state, planning.options)
+    shared = manifests.shared if isinstance(manifests, Layers) else None
+    memo = shared.planned if shared is not None else None
+    planned = planner.plan(
+        validation.endpoints, cluster.live(es.url, deployments), state, planning.options, memo
+    )
     wanted = planner.needs_references(planned)
     found, unchecked = await _references(es, wanted)
     planned = planner.with_references(planned, found, planning.allow_referenced)

@@ -48,7 +48,7 @@ OWNERS = {
 }
 CATALOG = "reconciler.catalog"
 PURE = (CATALOG, "reconciler.model", "reconciler.state", "reconciler.plan", "reconciler.views",
-        "reconciler.planner", "reconciler.plancheck", "reconciler.render", "reconciler.sensitive")  # fmt: skip
+        "reconciler.planner", "reconciler.updates", "reconciler.plancheck", "reconciler.render", "reconciler.sensitive")  # fmt: skip
 # Top to bottom: a module may import modules of the layers below its own, never above or beside.
 LAYERS = (
     ("reconciler.cli",),
@@ -62,6 +62,7 @@ LAYERS = (
     ("reconciler.progress",),
     ("reconciler.plancheck",),
     ("reconciler.planner",),
+    ("reconciler.updates",),
     ("reconciler.views",),
     ("reconciler.plan",),
     ("reconciler.lease",),

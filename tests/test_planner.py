@@ -19,7 +19,7 @@ from reconciler.catalog import Version
 from reconciler.manifests import load
 from reconciler.model import Desired
 from reconciler.plan import Action, Plan
-from reconciler.planner import Live, Options, plan, with_references
+from reconciler.planner import Live, Memo, Options, plan, with_references
 from reconciler.state import State
 from reconciler.views import applied_record
 
@@ -35,6 +35,13 @@ def desired_from(text: str, env: dict[str, str], version: Version, folder: Path)
 
 
 def run_case(case: dict[str, Any], folder: Path) -> Plan:
+    desired, live, state, options = case_inputs(case, folder)
+    planned = plan(desired, live, state, options)
+    return with_references(planned, case.get("references", {}), case.get("allow_referenced", False))
+
+
+def case_inputs(case: dict[str, Any], folder: Path) -> tuple[list[Desired], Live, State, Options]:
+    """A case's manifests, live cluster, prior state and options, as the planner takes them."""
     version = Version.parse(case["version"])
     env = case.get("env", {})
     desired = desired_from(case.get("manifests", ""), env, version, folder / "now")
@@ -59,7 +66,7 @@ def run_case(case: dict[str, Any], folder: Path) -> Plan:
             inference_id, dataclasses.replace(state.endpoints[inference_id], tainted=True)
         )
     options = case.get("options", {})
-    planned = plan(
+    return (
         desired,
         Live(live, version, deployments=case.get("deployments", {})),
         state,
@@ -70,7 +77,24 @@ def run_case(case: dict[str, Any], folder: Path) -> Plan:
             destroy=options.get("destroy", False),
         ),
     )
-    return with_references(planned, case.get("references", {}), case.get("allow_referenced", False))
+
+
+@pytest.mark.parametrize("path", CASES, ids=[p.stem for p in CASES])
+def test_a_memo_shared_by_several_plans_changes_none_of_them(path: Path, tmp_path: Path) -> None:
+    """`plan --all-envs` keeps what the planner derives from each manifest across the plans of its
+    environments (`planner.Memo`): the same manifests planned through one memo against the case's
+    cluster, an empty one and another version plan exactly as each does without it."""
+    desired, live, state, options = case_inputs(yaml.safe_load(path.read_text()), tmp_path)
+    other = Version(8, 19) if live.version.at_least(9, 0) else Version(9, 5)
+    clusters = [
+        (live, state),
+        (Live({}, live.version), State("lineage-2", 1, "default", "another salt")),
+        (dataclasses.replace(live, version=other), state),
+    ]
+    memo: Memo = {}
+    for cluster, prior in clusters * 2:  # the second round reads every entry from the memo
+        assert plan(desired, cluster, prior, options, memo) == plan(desired, cluster, prior, options)
+    assert len(memo) == 2 * len(desired)  # one entry per manifest and version
 
 
 def test_refresh_only_moves_the_state_from_the_applied_to_the_live_value(tmp_path: Path) -> None:
