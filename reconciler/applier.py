@@ -447,7 +447,7 @@ class Applier:
             if status.outcome == "done":
                 return
             change = by_id[status.inference_id]
-            self._outcome(change, "failed", wait_failure(status), "wait")
+            self._outcome(change, "failed", status.failure(), "wait")
             record = self.writer.endpoints.get(change.inference_id)
             if record is not None:
                 await self.writer.put(change.inference_id, replace(record, tainted=True))
@@ -479,12 +479,6 @@ def _has_path(settings: Mapping[str, Any], path: str) -> bool:
     top, _, inner = path.partition(".")
     value = settings.get(top)
     return top in settings and (not inner or (isinstance(value, Mapping) and inner in value))
-
-
-def wait_failure(status: DeploymentStatus) -> str:
-    what = "failed" if status.outcome == "failed" else f"did not finish within {status.elapsed:.0f}s"
-    reason = f": {status.reason}" if status.reason else ""
-    return f"deployment {status.deployment_id} {what} (allocation {status.allocation()}, state {status.state}){reason}"
 
 
 # -- waiting for deployments (also the `wait` command) -----------------------------------------

@@ -131,9 +131,9 @@ def environment_first(pack: Callable[[dict[str, Any]], T]) -> Callable[[dict[str
 
 
 def _validate(command: Callable[..., Any], kwargs: dict[str, Any], added: dict[str, Any]) -> Any:
-    from reconciler import environments
-
     if added["env"]:
+        from reconciler import environments  # only with --env: validate alone needs no cluster code
+
         environment = _environment(added["project"], added["env"])
         kwargs["manifests"] = environments.manifests_of(environment)
         kwargs["es_version"] = environment.es_version or kwargs["es_version"]

@@ -17,7 +17,6 @@ from rich.console import Console
 from rich.table import Table
 
 from reconciler import render
-from reconciler.applier import wait_failure
 from reconciler.manifests import Validation
 from reconciler.plan import Plan
 from reconciler.reports import (
@@ -184,4 +183,4 @@ def apply_failures(report: ApplyReport) -> list[Message]:
 
 
 def wait_failures(report: WaitReport) -> list[Message]:
-    return [("error", f"Failed: {s.inference_id}: {wait_failure(s)}") for s in report.failed]
+    return [("error", f"Failed: {s.inference_id}: {s.failure()}") for s in report.failed]

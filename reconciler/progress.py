@@ -54,6 +54,12 @@ class DeploymentStatus:
     def allocation(self) -> str:
         return f"{self.allocations}/{self.target}"
 
+    def failure(self) -> str:
+        """Why a deployment that failed or timed out is not done, for people."""
+        what = "failed" if self.outcome == "failed" else f"did not finish within {self.elapsed:.0f}s"
+        reason = f": {self.reason}" if self.reason else ""
+        return f"deployment {self.deployment_id} {what} (allocation {self.allocation()}, state {self.state}){reason}"
+
 
 @dataclass(frozen=True)
 class Planned:

@@ -12,13 +12,15 @@ import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from reconciler.applier import Result
 from reconciler.catalog import Version
 from reconciler.manifests import Validation
 from reconciler.plan import Finding, Plan
-from reconciler.progress import DeploymentStatus
+
+if TYPE_CHECKING:  # annotations only: what shows a report needs neither the applier nor the HTTP client
+    from reconciler.applier import Result
+    from reconciler.progress import DeploymentStatus
 
 
 class WorkflowError(Exception):

@@ -38,7 +38,6 @@ from reconciler.applier import (
     resolve_secrets,
     wait_for_deployments,
 )
-from reconciler.catalog import Version
 from reconciler.client import Connection, Elasticsearch, ElasticsearchError
 from reconciler.lease import StoppedBySignalError, locked
 from reconciler.manifests import Validation, load
@@ -54,7 +53,6 @@ from reconciler.reports import (
     PlanReport,
     StatusReport,
     StatusRow,
-    ValidateReport,
     WaitReport,
     WorkflowError,
 )
@@ -173,18 +171,7 @@ def _renewal_failed(lock: LockInfo, error: Exception) -> None:
     structlog.get_logger("reconciler").warning("lock_renewal_failed", lock_id=lock.id, error=str(error))
 
 
-# -- validate, plan and saved plans -----------------------------------------------------------
-
-
-def validate(
-    manifests: Path | Layers, es_version: str, env: Mapping[str, str], *, offline: bool = False
-) -> ValidateReport:
-    """Check the manifests without a cluster for an Elasticsearch version; ValueError for one the
-    tool does not know. Offline, references are checked for syntax only: no secret is needed."""
-    version = Version.parse(es_version)
-    if not catalog.supported(version):
-        raise ValueError("the tool knows Elasticsearch 8.16 to 8.19 and 9.0 to 9.5")
-    return ValidateReport(load(manifests, version, env, Resolver.offline() if offline else None), version)
+# -- plan and saved plans ----------------------------------------------------------------------
 
 
 @dataclass(frozen=True)

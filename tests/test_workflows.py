@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
-from reconciler import workflows
+from reconciler import offline, workflows
 from reconciler.applier import ApplyOptions
 from reconciler.cli_base import run_async
 from reconciler.client import Connection, Elasticsearch
@@ -316,11 +316,11 @@ async def test_forget_and_record_refuse_an_unknown_endpoint(world: World) -> Non
 
 def test_validate_exits_1_on_errors(tmp_path: Path) -> None:
     (tmp_path / "a.yaml").write_text(anthropic("a"))
-    assert workflows.validate(tmp_path, "9.5", ENV).exit_code == 0
+    assert offline.validate(tmp_path, "9.5", ENV).exit_code == 0
     (tmp_path / "b.yaml").write_text("inference_id: b\n")
-    assert workflows.validate(tmp_path, "8.19", ENV).exit_code == 1
+    assert offline.validate(tmp_path, "8.19", ENV).exit_code == 1
     with pytest.raises(ValueError, match="knows Elasticsearch"):
-        workflows.validate(tmp_path, "7.17", ENV)
+        offline.validate(tmp_path, "7.17", ENV)
 
 
 async def test_an_unsupported_state_spec_stops_the_run(tmp_path: Path) -> None:
