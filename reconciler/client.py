@@ -279,7 +279,7 @@ class Elasticsearch:
         last: TransportError | None = None
         for _ in self.connection.urls:
             self.requests += 1
-            base = self.url
+            base = self.connection.urls[at := self._url_index]
             try:
                 response = await self._exchange(method, base, path, params, body)
             except (httpx.ConnectError, httpx.ConnectTimeout) as error:
@@ -290,7 +290,8 @@ class Elasticsearch:
                 last = self._broken(
                     method, path, _unreachable(base, error), None if not self._answered else False
                 )
-                self._url_index = (self._url_index + 1) % len(self.connection.urls)
+                if self._url_index == at:  # requests in flight together move on by one URL, not one each
+                    self._url_index = (at + 1) % len(self.connection.urls)
                 continue
             except httpx.UnsupportedProtocol as error:
                 raise self._broken(method, path, f"{base}: {error}") from None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import random
@@ -211,6 +212,26 @@ async def test_the_next_url_is_tried_when_one_cannot_be_reached() -> None:
         await es.info()
         await es.info()
     assert [r.url.host for r in seen] == ["up", "up"]  # and it stays on the one that answered
+
+
+async def test_requests_in_flight_together_all_move_on_to_the_url_that_answers() -> None:
+    """Eight requests that each find the first URL down move on by one URL together: each tries
+    the dead one once. Each used to move the shared index on by one, so with two URLs half of them
+    went back to the dead one, and only a retry after a backoff saved them (or none, without)."""
+    seen: list[str] = []
+
+    async def handle(request: httpx.Request) -> httpx.Response:
+        await asyncio.sleep(0)  # so that the requests are all in flight at once
+        seen.append(request.url.host)
+        if request.url.host == "down":
+            raise httpx.ConnectError("refused", request=request)
+        return httpx.Response(200, json={}, headers={"X-elastic-product": "Elasticsearch"})
+
+    connection = Connection(urls=("http://down:9200", "http://up:9200"))
+    transport = httpx.MockTransport(handle)
+    async with Elasticsearch(connection, transport=transport, retry=RetryPolicy(attempts=1)) as es:
+        await asyncio.gather(*(es.info() for _ in range(8)))
+    assert sorted(seen) == ["down"] * 8 + ["up"] * 8
 
 
 async def test_a_write_whose_connection_broke_is_not_retried() -> None:
