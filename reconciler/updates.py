@@ -1,7 +1,7 @@
 """What `_update` changes in place, and the body it sends, on each Elasticsearch version.
 
 The planner asks `updatable` of every changed path: an endpoint is updated in place only when each
-one is (else it is replaced). `update_body` is then what `POST .../_update` gets: only what it can
+one is (else it is replaced). `update_body` is then what `PUT .../_update` gets: only what it can
 and must change on that version. Pure: no I/O.
 """
 
@@ -86,6 +86,7 @@ def _external_settings(
 
 
 def updatable(service: Service, task_type: str, entry: DiffEntry, version: Version) -> bool:
+    """Whether `_update` makes this change in place on this version (else the endpoint is replaced)."""
     if entry.path in ("task_type", "service"):
         return False
     if (
