@@ -255,10 +255,7 @@ def render(
     from reconciler import environments
 
     result = environments.rendered(_environment(project, env))
-    for problem in result.errors:
-        typer.echo(str(problem), err=True)
-    if result.errors:
-        raise typer.Exit(1)
+    _stop_on(result.errors)
     typer.echo(environments.render_text(result, env), nl=False)
 
 
@@ -272,15 +269,19 @@ def diff_envs(
     from reconciler import environments
 
     results = {name: environments.rendered(_environment(project, name)) for name in (left, right)}
-    errors = [problem for result in results.values() for problem in result.errors]
-    for problem in errors:
-        typer.echo(str(problem), err=True)
-    if errors:
-        raise typer.Exit(1)
+    _stop_on([problem for result in results.values() for problem in result.errors])
     rows = environments.differences(results[left], results[right])
     show = environments.differences_json if as_json else environments.differences_text
     typer.echo(show(rows, left, right), nl=False)
     raise typer.Exit(2 if rows else 0)
+
+
+def _stop_on(errors: typing.Sequence[Any]) -> None:
+    """Each located error of the manifests on stderr, then exit 1; nothing when there is none."""
+    for problem in errors:
+        typer.echo(str(problem), err=True)
+    if errors:
+        raise typer.Exit(1)
 
 
 def register(app: typer.Typer) -> None:

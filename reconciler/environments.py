@@ -267,11 +267,7 @@ def render_text(result: Rendered, environment: str) -> str:
 
 
 def _by_id(result: Rendered) -> dict[str, dict[str, Any]]:
-    return {
-        str(d.data["inference_id"]): shown(d.data)
-        for d in result.documents
-        if isinstance(d.data, dict) and isinstance(d.data.get("inference_id"), str)
-    }
+    return {i: shown(d.data) for d in result.documents if (i := overlays.id_of(d)) is not None}
 
 
 def differences(left: Rendered, right: Rendered) -> list[tuple[str, str, Any, Any]]:

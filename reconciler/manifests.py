@@ -32,7 +32,7 @@ from reconciler import catalog
 from reconciler.catalog import Kind, Service, Version
 from reconciler.manifests_yaml import Document, ManifestError, dump_manifest, read_documents
 from reconciler.model import Desired, Manifest, Source, parse_duration
-from reconciler.overlays import Layers, compose
+from reconciler.overlays import Layers, compose, id_of
 from reconciler.resolver import Resolver
 from reconciler.sensitive import REDACTED, BadReferenceError, Secret, is_single_reference, references
 
@@ -112,8 +112,8 @@ def load_documents(
         desired, found, warned = _checked(item, version, resolver, memo, id(env))
         errors.extend(found)
         warnings.extend(warned)
-        inference_id = item.data.get("inference_id") if isinstance(item.data, dict) else None
-        if isinstance(inference_id, str):
+        inference_id = id_of(item)
+        if inference_id is not None:
             here = item.locate("inference_id")
             there = seen.setdefault(inference_id, here)
             if there != here:

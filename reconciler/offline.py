@@ -23,5 +23,5 @@ def validate(
     tool does not know. Offline, references are checked for syntax only: no secret is needed."""
     version = Version.parse(es_version)
     if not catalog.supported(version):
-        raise ValueError("the tool knows Elasticsearch 8.16 to 8.19 and 9.0 to 9.5")
+        raise ValueError(f"the tool knows Elasticsearch {catalog.SUPPORTED_RANGE}")
     return ValidateReport(load(manifests, version, env, Resolver.offline() if offline else None), version)

@@ -80,7 +80,8 @@ def _base(layers: Layers) -> tuple[list[Document | ManifestError], int]:
     return read
 
 
-def _id_of(item: Document | ManifestError) -> str | None:
+def id_of(item: Document | ManifestError) -> str | None:
+    """The inference_id a document names, if it names one."""
     if isinstance(item, Document) and isinstance(item.data, dict):
         value = item.data.get("inference_id")
         return value if isinstance(value, str) else None
@@ -171,7 +172,7 @@ def apply_overlay(
     """The base documents patched, excluded and extended by the overlay's; errors for what cannot be."""
     base_ids: dict[str, Document] = {}
     for item in base:
-        inference_id = _id_of(item)
+        inference_id = id_of(item)
         if inference_id is not None and isinstance(item, Document):
             base_ids.setdefault(inference_id, item)
     sorted_out = _Overlay(base_ids)
@@ -184,7 +185,7 @@ def apply_overlay(
         return [*errors, *sorted_out.errors]
     result: list[Document | ManifestError] = []
     for item in base:
-        inference_id = _id_of(item)
+        inference_id = id_of(item)
         if inference_id in sorted_out.excluded:
             continue
         patch = sorted_out.patches.get(inference_id) if inference_id is not None else None
@@ -235,8 +236,6 @@ def _subpaths(doc: Document, path: str) -> Iterator[str]:
 
 def _forget(doc: Document, path: str, *, keep_self: bool = False) -> None:
     """Drop the locations of a path (and of everything under it) the patch replaced or removed."""
-    for known in [
-        p for p in doc.lines if p.startswith((path + ".", path + "[")) or (p == path and not keep_self)
-    ]:
+    for known in [*_subpaths(doc, path), *([] if keep_self else [path])]:
         doc.lines.pop(known, None)
         doc.files.pop(known, None)

@@ -112,7 +112,7 @@ class EnvironmentSpec(BaseModel):
         except ValueError:
             raise ValueError("a version such as 9.1 or 9.1.3") from None
         if not catalog.supported(version):
-            raise ValueError("the tool knows Elasticsearch 8.16 to 8.19 and 9.0 to 9.5")
+            raise ValueError(f"the tool knows Elasticsearch {catalog.SUPPORTED_RANGE}")
         return value
 
 

@@ -71,7 +71,7 @@ def supported_version(info: Mapping[str, Any]) -> Version:
     version = Version.parse(str(info["version"]["number"]))
     if not catalog.supported(version):
         raise UnsupportedVersionError(
-            f"Elasticsearch {version} is not supported: this tool knows 8.16 to 8.19 and 9.0 to 9.5"
+            f"Elasticsearch {version} is not supported: this tool knows {catalog.SUPPORTED_RANGE}"
         )
     return version
 

@@ -390,10 +390,12 @@ def test_the_redactor_knows_the_forms_a_value_is_echoed_in() -> None:
 
 
 class CountingServer:
-    """A TCP server in a thread that counts the connections it accepts and hands each to `handle`."""
+    """A TCP server in a thread that counts the connections it accepts and hands each to `handle`,
+    one after another, or each in a thread of its own when `concurrent`."""
 
-    def __init__(self, handle: Callable[[socket.socket], None]) -> None:
+    def __init__(self, handle: Callable[[socket.socket], None], *, concurrent: bool = False) -> None:
         self.handle = handle
+        self.concurrent = concurrent
         self.accepted = 0
         self.sock = socket.create_server(("127.0.0.1", 0))
         self.sock.settimeout(0.05)
@@ -413,10 +415,16 @@ class CountingServer:
             except TimeoutError:
                 continue
             self.accepted += 1
-            with conn:
-                conn.settimeout(5)
-                with contextlib.suppress(OSError):
-                    self.handle(conn)
+            if self.concurrent:
+                threading.Thread(target=self._handle, args=(conn,), daemon=True).start()
+            else:
+                self._handle(conn)
+
+    def _handle(self, conn: socket.socket) -> None:
+        with conn:
+            conn.settimeout(5)
+            with contextlib.suppress(OSError):
+                self.handle(conn)
 
     def close(self) -> None:
         self.stopped.set()

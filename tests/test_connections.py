@@ -42,6 +42,7 @@ from reconciler.connection import cloud_url, environment_proxy, fingerprint_of
 from tests.conftest import Served
 from tests.e2e import MakeTool, Run, Tool
 from tests.test_cli_errors import assert_one_error_line
+from tests.test_client import CountingServer
 
 # -- Cloud ID ------------------------------------------------------------------------------------
 
@@ -230,46 +231,30 @@ class TlsFront:
     def __init__(self, upstream: str, context: ssl.SSLContext) -> None:
         self.upstream = httpx.URL(upstream)
         self.context = context
-        self.handshakes = self.refused = 0
-        self.sock = socket.create_server(("127.0.0.1", 0))
-        self.sock.settimeout(0.05)
-        self.stopped = threading.Event()
-        self.thread = threading.Thread(target=self._serve, daemon=True)
-        self.thread.start()
+        self.refused = 0
+        self.server = CountingServer(self._front, concurrent=True)
 
     @property
     def url(self) -> str:
-        return f"https://localhost:{self.sock.getsockname()[1]}"
+        return f"https://localhost:{self.server.port}"
 
-    def _serve(self) -> None:
-        while not self.stopped.is_set():
-            try:
-                conn, _ = self.sock.accept()
-            except TimeoutError:
-                continue
-            threading.Thread(target=self._front, args=(conn,), daemon=True).start()
+    @property
+    def handshakes(self) -> int:
+        return self.server.accepted
 
     def _front(self, conn: socket.socket) -> None:
         conn.settimeout(10)
-        self.handshakes += 1
         try:
             tls = self.context.wrap_socket(conn, server_side=True)
         except (ssl.SSLError, OSError):
             self.refused += 1
-            conn.close()
             return
         assert self.upstream.port is not None
-        with (
-            tls,
-            socket.create_connection((self.upstream.host, self.upstream.port)) as plain,
-            contextlib.suppress(OSError),
-        ):
+        with tls, socket.create_connection((self.upstream.host, self.upstream.port)) as plain:
             _relay(tls, plain)
 
     def close(self) -> None:
-        self.stopped.set()
-        self.thread.join()
-        self.sock.close()
+        self.server.close()
 
 
 def _relay(one: socket.socket, other: socket.socket) -> None:

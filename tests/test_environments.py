@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+from pathlib import Path
 from typing import Any
 
-from reconciler import display, environments
+from reconciler import display, environments, project, workflows
 from reconciler.environments import Outcome, Rendered
 from reconciler.manifests import Validation
 from reconciler.manifests_yaml import Document
@@ -18,6 +20,34 @@ NO_ERRORS = Validation((), (), (), 0)
 def planned(*actions: Action) -> PlanReport:
     changes = tuple(Change(f"e{i}", "completion", "anthropic", a) for i, a in enumerate(actions))
     return PlanReport(Plan({}, {}, changes), NO_ERRORS, detailed_exitcode=True)
+
+
+async def test_every_environment_runs_at_once(tmp_path: Path) -> None:
+    """`across` starts every environment's work before any ends: each one here waits until all have
+    started, which run one after another would never see (the first would time out)."""
+    names = ["dev", "staging", "prod"]
+    lines = ["environments:"] + [
+        f"  {n}:\n    connection: {{url_env: {n.upper()}_URL}}\n    state: file:{n}.json" for n in names
+    ]
+    (tmp_path / "manifests").mkdir()
+    (tmp_path / "reconciler.yaml").write_text("\n".join(lines) + "\n")
+    environ = {f"{n.upper()}_URL": "http://127.0.0.1:9" for n in names}  # never contacted
+    started: set[str] = set()
+    everyone = asyncio.Event()
+
+    def work(target: workflows.Target) -> Any:
+        async def run(es: object, backend: object) -> PlanReport:
+            assert target.environment is not None
+            started.add(target.environment.name)
+            if started == set(names):
+                everyone.set()
+            await everyone.wait()
+            return planned(Action.NO_OP)
+
+        return run
+
+    outcomes = await environments.across(project.load(tmp_path / "reconciler.yaml"), work, {}, environ, 5)
+    assert [(o.environment, o.error, o.exit_code) for o in outcomes] == [(n, None, 0) for n in names]
 
 
 def test_one_exit_code_failure_over_changes_over_nothing() -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from reconciler import project
+from reconciler import environments, offline, project
 from reconciler.project import ProjectError
 
 GOOD = """\
@@ -168,11 +168,18 @@ def test_the_committed_schema_is_the_one_schema_prints() -> None:
     )
 
 
-def test_the_example_project_is_valid_and_each_environment_renders() -> None:
+def test_the_example_project_is_valid_and_each_environment_validates_on_its_version() -> None:
     example = Path(__file__).resolve().parents[1] / "examples" / "environments"
     loaded = project.load(example / "reconciler.yaml")
     assert list(loaded.environments) == ["dev", "staging", "prod"]
     assert {e.es_version for e in loaded.environments.values()} == {"8.19", "9.1", "9.5"}
+    for environment in loaded.environments.values():  # each one's manifests, overlay applied, on its version
+        assert environment.es_version is not None
+        report = offline.validate(
+            environments.manifests_of(environment), environment.es_version, {}, offline=True
+        )
+        assert report.exit_code == 0, (environment.name, report.validation.errors)
+        assert report.validation.endpoints, environment.name
 
 
 @pytest.mark.parametrize(

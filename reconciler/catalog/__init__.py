@@ -145,6 +145,10 @@ PUT_TIMEOUT = Since((8, 19), (9, 1))
 _UPDATE_KEEPS_CHUNKING = Since((9, 4))
 
 
+# The versions `supported` accepts, as messages name them.
+SUPPORTED_RANGE = "8.16 to 8.19 and 9.0 to 9.5"
+
+
 def supported(version: Version) -> bool:
     """The versions whose behaviour the catalog describes: 8.16.x to 8.19.x and 9.0.x to 9.5.x."""
     return OLDEST_SUPPORTED <= Version(version.major, version.minor) <= NEWEST_SUPPORTED
