@@ -14,6 +14,7 @@ from reconciler.catalog import Version
 from reconciler.manifests import load
 from reconciler.manifests_yaml import Document, ManifestError
 from reconciler.overlays import Layers
+from tests.e2e import CLAUDE
 
 V95 = Version.parse("9.5")
 ENV = {"ANTHROPIC_API_KEY": "sk-ant", "OPENAI_API_KEY": "sk-openai"}
@@ -30,17 +31,6 @@ chunking_settings:
   strategy: sentence
   max_chunk_size: 200
   sentence_overlap: 1
-"""
-CLAUDE = """\
-inference_id: claude
-task_type: completion
-service: anthropic
-service_settings:
-  api_key: ${ANTHROPIC_API_KEY}
-  model_id: claude-3-5-sonnet-20240620
-  rate_limit: {requests_per_minute: 50}
-task_settings:
-  max_tokens: 1024
 """
 
 
