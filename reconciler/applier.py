@@ -29,7 +29,7 @@ from reconciler.client import ApiError, Elasticsearch, ElasticsearchError, Respo
 from reconciler.plan import Action, Change, Plan, Request
 from reconciler.progress import DeploymentStatus, Planned, Reporter
 from reconciler.resolver import Resolver
-from reconciler.sensitive import BadReferenceError, Secret, digest, masked
+from reconciler.sensitive import BadReferenceError, Secret, digest
 from reconciler.state import DONE, DROPPED, FORGOTTEN, INTENT, EndpointRecord, Entry, State
 from reconciler.storage import Backend, now_iso
 
@@ -91,23 +91,6 @@ def resolve_secrets(plan: Plan, resolver: Resolver, salt: str | None) -> dict[st
     if problems:
         raise ApplyError("; ".join(problems))
     return resolved
-
-
-def requested_view(change: Change) -> dict[str, Any]:
-    """What was asked, as the server echoes it, without the (redacted) secrets."""
-    after = dict(change.after or {})
-    settings = after["service_settings"] = dict(after.get("service_settings") or {})
-    for path in change.secrets:
-        top, _, inner = path.partition(".")
-        if inner and isinstance(settings.get(top), Mapping):
-            rest = {k: v for k, v in settings[top].items() if k != inner}
-            if rest:
-                settings[top] = rest
-            else:
-                settings.pop(top)
-        else:
-            settings.pop(top, None)
-    return after
 
 
 # -- the state, written as actions finish ------------------------------------------------------
@@ -358,21 +341,7 @@ class Applier:
             return replace(previous, applied=views.live_view(echo or {}), applied_at=now_iso())
         secrets = self.secrets.get(change.inference_id, {})
         salt = self.writer.base.salt
-        digests = {path: digest(secret, salt) for path, secret in secrets.items()}
-        applied: dict[str, Any] = {}
-        if echo is not None:
-            applied = views.live_view(echo)  # a referenced value the server echoes is masked (DESIGN §9)
-            applied["service_settings"] = masked(applied["service_settings"], digests, salt)
-        return EndpointRecord(
-            task_type=change.task_type,
-            service=change.service,
-            requested=requested_view(change),
-            applied=applied,
-            secret_digests=digests,
-            lifecycle=dict(change.lifecycle),
-            applied_at=now_iso(),
-            tainted=tainted,
-        )
+        return views.applied_record(change, echo, secrets, salt, now_iso(), tainted=tainted)
 
     async def _create(self, change: Change, put: Request) -> Mapping[str, Any]:
         """PUT the endpoint; a lost answer or an 'already exists' is settled by reading it back."""
@@ -399,7 +368,7 @@ class Applier:
         now reads back as what was asked; otherwise the original error stands."""
         echo = await self.es.endpoint(change.inference_id)
         if echo is not None:
-            want = requested_view(change)
+            want = views.requested_view(change)
             have = views.live_view(echo)
             skip = views.dynamic_paths(want) | views.dynamic_paths(have)
             if not views.differences(want, have, owned=set(), skip=skip, ignore=()):

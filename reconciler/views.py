@@ -19,8 +19,8 @@ from typing import Any
 from reconciler import catalog
 from reconciler.catalog import Version
 from reconciler.model import Desired
-from reconciler.plan import DiffEntry, Finding, flatten
-from reconciler.sensitive import REDACTED, digest
+from reconciler.plan import Change, DiffEntry, Finding, flatten
+from reconciler.sensitive import REDACTED, Secret, digest, masked
 from reconciler.state import EndpointRecord, State
 
 ABSENT = object()
@@ -155,18 +155,49 @@ def shown(entry: DiffEntry) -> DiffEntry:
 # -- what the state records after an apply -----------------------------------------------------
 
 
+def requested_view(change: Change) -> dict[str, Any]:
+    """What was asked, as the server echoes it, without the (redacted) secrets."""
+    after = dict(change.after or {})
+    settings = after["service_settings"] = dict(after.get("service_settings") or {})
+    for path in change.secrets:
+        top, _, inner = path.partition(".")
+        if inner and isinstance(settings.get(top), Mapping):
+            rest = {k: v for k, v in settings[top].items() if k != inner}
+            if rest:
+                settings[top] = rest
+            else:
+                settings.pop(top)
+        else:
+            settings.pop(top, None)
+    return after
+
+
 def applied_record(
-    desired: Desired, live: Mapping[str, Any], state: State, version: Version, applied_at: str
+    change: Change,
+    echo: Mapping[str, Any] | None,
+    secrets: Mapping[str, Secret],
+    salt: str,
+    applied_at: str,
+    *,
+    tainted: bool = False,
 ) -> EndpointRecord:
-    """The state's record of an endpoint just created or updated to match `desired`."""
+    """The state's record of an endpoint a change created or updated, as the cluster echoes it: a
+    value from a reference that it echoes is masked (DESIGN §9). With no echo, `applied` is left
+    empty: the record an intent carries until it is read back."""
+    digests = {path: digest(secret, salt) for path, secret in secrets.items()}
+    applied: dict[str, Any] = {}
+    if echo is not None:
+        applied = live_view(echo)
+        applied["service_settings"] = masked(applied["service_settings"], digests, salt)
     return EndpointRecord(
-        task_type=desired.task_type,
-        service=desired.service,
-        requested=expected_view(desired, version),
-        applied=live_view(live),
-        secret_digests={path: digest(secret, state.salt) for path, secret in desired.secrets.items()},
-        lifecycle=desired.lifecycle.model_dump(mode="json"),
+        task_type=change.task_type,
+        service=change.service,
+        requested=requested_view(change),
+        applied=applied,
+        secret_digests=digests,
+        lifecycle=dict(change.lifecycle),
         applied_at=applied_at,
+        tainted=tainted,
     )
 
 

@@ -29,7 +29,7 @@ from reconciler.model import Desired
 from reconciler.plan import Action
 from reconciler.planner import Live, plan
 from reconciler.state import State
-from reconciler.views import applied_record
+from tests.test_planner import record_applied
 
 FACTS_DIR = Path(__file__).parent / "es_facts"
 SUPPORTED_MINORS = ("8.16", "8.17", "8.18", "8.19", "9.0", "9.1", "9.2", "9.3", "9.4", "9.5")
@@ -407,17 +407,13 @@ async def test_planner_meets_fact(case: Case, tmp_path: Path) -> None:
         assert outcome.before is not None, "the setup must create the endpoint"
         live = dict(outcome.before)
         applied = desired_of(manifest_of(first["path"], first["body"], env), env, version, tmp_path / "then")
-        state = state.with_endpoint(
-            applied.inference_id, applied_record(applied, live, state, version, "2026-01-01T00:00:00+00:00")
-        )
+        state = state.with_endpoint(applied.inference_id, record_applied(applied, live, state, version))
         desired = desired_of(
             manifest_of(first["path"], fact["plan"]["desired"], env), env, version, tmp_path / "now"
         )
         want = Action(fact["plan"]["action"])
     if fact["plan"] == "no-op":
-        state = state.with_endpoint(
-            desired.inference_id, applied_record(desired, live, state, version, "2026-01-01T00:00:00+00:00")
-        )
+        state = state.with_endpoint(desired.inference_id, record_applied(desired, live, state, version))
     planned = plan([desired], Live({desired.inference_id: live}, version), state)
     assert not planned.errors, planned.errors
     (change,) = planned.changes

@@ -9,18 +9,20 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
+from reconciler import planner
 from reconciler.catalog import Version
 from reconciler.manifests import load
 from reconciler.model import Desired
 from reconciler.plan import Action, Plan
 from reconciler.planner import Live, Memo, Options, plan, with_references
-from reconciler.state import State
+from reconciler.state import EndpointRecord, State
 from reconciler.views import applied_record
 
 CASES = sorted((Path(__file__).parent / "planner_cases").glob("*.yaml"))
@@ -32,6 +34,15 @@ def desired_from(text: str, env: dict[str, str], version: Version, folder: Path)
     result = load(folder, version, env)
     assert result.ok, [str(e) for e in result.errors]
     return list(result.endpoints)
+
+
+def record_applied(
+    desired: Desired, echo: Mapping[str, Any], state: State, version: Version
+) -> EndpointRecord:
+    """The state's record of `desired` once created and echoed as `echo`: the applier's own record
+    (`views.applied_record`) of the change the planner makes of it."""
+    (change,) = planner.plan([desired], Live({}, version), None).changes  # not `plan`: tests spy on it
+    return applied_record(change, echo, desired.secrets, state.salt, "2026-01-01T00:00:00+00:00")
 
 
 def run_case(case: dict[str, Any], folder: Path) -> Plan:
@@ -58,9 +69,7 @@ def case_inputs(case: dict[str, Any], folder: Path) -> tuple[list[Desired], Live
                 "task_type": d.task_type,
                 "service": d.service,
             }
-            state = state.with_endpoint(
-                d.inference_id, applied_record(d, echo, state, version, "2026-01-01T00:00:00+00:00")
-            )
+            state = state.with_endpoint(d.inference_id, record_applied(d, echo, state, version))
     for inference_id in case.get("tainted", []):
         state = state.with_endpoint(
             inference_id, dataclasses.replace(state.endpoints[inference_id], tainted=True)

@@ -25,8 +25,8 @@ from reconciler.manifests import load
 from reconciler.plan import Action
 from reconciler.planner import Live, plan
 from reconciler.state import State
-from reconciler.views import applied_record
 from tests.strategies import VERSIONS, manifests
+from tests.test_planner import record_applied
 
 
 def _body(request: dict[str, Any], env: dict[str, str], secrets: dict[str, str]) -> dict[str, Any]:
@@ -64,9 +64,7 @@ async def _round_trip(manifest: dict[str, Any], env: dict[str, str], version: Ve
         )
         assert response.status_code == 200, (manifest, response.text)
         live = (await es.get(f"/_inference/{desired.inference_id}")).json()["endpoints"][0]
-        state = state.with_endpoint(
-            desired.inference_id, applied_record(desired, live, state, version, "now")
-        )
+        state = state.with_endpoint(desired.inference_id, record_applied(desired, live, state, version))
         again = plan([desired], Live({desired.inference_id: live}, version), state)
         (change,) = again.changes
         assert change.action is Action.NO_OP, (manifest, change.diff, live)
